@@ -1,0 +1,395 @@
+"""The plain-Python adaptor: plans tasks, keeps jobs, learns from observations.
+
+The gRPC servicer is a thin layer over this class, and other schedulers can embed it
+directly (see docs/EMBEDDING.md). One lock makes the adaptor the single writer of its River
+models, and observations are learned in log order, so a restart that replays the log tail
+over the last snapshot reaches the very same state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+import river
+from river import metrics, stats
+
+from adaptor_service._candidates import CandidateSpace
+from adaptor_service._predictors import AccuracyPredictor, TimePredictor, make_features
+from adaptor_service._schedulers import OneShotGenerator, ScheduleGenerator, ScoredCandidate
+from adaptor_service._stores import JobStore, MemoryStore
+from adaptor_service._types import (
+    Candidate,
+    CurvePoint,
+    FailedPrecondition,
+    InvalidArgument,
+    Job,
+    JobEvent,
+    JobState,
+    NotFound,
+    Observation,
+    Plan,
+    Prediction,
+    TaskSpec,
+)
+
+log = logging.getLogger("nasoa.adaptor")
+
+__all__ = ["Adaptor", "AdaptorStats", "Dispatcher", "DispatchError"]
+
+SNAPSHOT_FORMAT = 1
+
+
+class DispatchError(RuntimeError):
+    """The job could not be handed to the workers (broker unreachable...)."""
+
+
+class Dispatcher(Protocol):
+    """Hands a planned job to the workers."""
+
+    def dispatch(self, job: Job) -> None: ...
+
+
+@dataclass(frozen=True)
+class AdaptorStats:
+    observations: int
+    jobs: int
+    jobs_by_state: dict[str, int]
+    accuracy_mae: float
+    time_relative_error: float
+    candidates: int
+    policy: str
+    time_margin: float
+
+
+class _LearnedState:
+    """Everything learned from observations: what a snapshot holds."""
+
+    def __init__(self, accuracy: AccuracyPredictor, time_model: TimePredictor) -> None:
+        self.accuracy = accuracy
+        self.time = time_model
+        self.time_log_error_q90 = stats.Quantile(0.9)
+        self.accuracy_mae = metrics.MAE()
+        self.time_rel_error = stats.Mean()
+        self.last_seq = 0
+        self.n_learned = 0
+
+
+class Adaptor:
+    """Plans fine-tuning jobs with online predictors and learns from every result.
+
+    Parameters
+    ----------
+    store
+        Where jobs and observations are kept (MemoryStore, SQLStore).
+    candidate_space
+        The service's candidates; callers may also pass their own per call.
+    generator
+        The schedule generator (policy); NASOA's one-shot generator by default.
+    dispatcher
+        Hands submitted jobs to workers; ``None`` for recommend/observe-only use.
+    snapshot_path
+        Where the learned state is snapshotted (atomically); ``None`` keeps it in memory.
+    snapshot_every
+        Observations between snapshots.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        candidate_space: CandidateSpace | None = None,
+        generator: ScheduleGenerator | None = None,
+        dispatcher: Dispatcher | None = None,
+        accuracy_predictor: AccuracyPredictor | None = None,
+        time_predictor: TimePredictor | None = None,
+        snapshot_path: str | Path | None = None,
+        snapshot_every: int = 20,
+        default_margin: float = 1.2,
+    ) -> None:
+        self.store = store
+        self.candidate_space = candidate_space
+        self.generator = generator or OneShotGenerator()
+        self.dispatcher = dispatcher
+        self.snapshot_path = Path(snapshot_path) if snapshot_path else None
+        self.snapshot_every = snapshot_every
+        self.default_margin = default_margin
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._state = _LearnedState(accuracy_predictor or AccuracyPredictor(), time_predictor or TimePredictor())
+        self._restore()
+
+    @classmethod
+    def in_memory(cls, **kwargs: object) -> Adaptor:
+        """An adaptor with a MemoryStore and no dispatcher (embedding, replay)."""
+        return cls(MemoryStore(), **kwargs)  # type: ignore[arg-type]
+
+    # ---- planning -------------------------------------------------------------------
+    @property
+    def time_margin(self) -> float:
+        """Safety factor on predicted time: the 90th percentile of past actual/predicted."""
+        q = self._state.time_log_error_q90
+        if self._state.n_learned < 5:
+            return self.default_margin
+        return min(3.0, max(1.0, math.exp(q.get())))
+
+    def predict(self, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
+        with self._lock:
+            return [self._predict_one(task, c) for c in candidates]
+
+    def _predict_one(self, task: TaskSpec, candidate: Candidate) -> Prediction:
+        x = make_features(task, candidate)
+        acc, acc_std = self._state.accuracy.predict_dist(x)
+        sec, sec_std = self._state.time.predict_dist(x)
+        return Prediction(acc, acc_std, sec, sec_std)
+
+    def recommend(
+        self,
+        task: TaskSpec,
+        candidates: Sequence[Candidate] | None = None,
+        models: Sequence[str] = (),
+        top_k: int = 5,
+    ) -> Plan:
+        if top_k < 0 or top_k > 1000:
+            raise InvalidArgument(f"top_k must be between 0 and 1000, got {top_k}")
+        if candidates is None or len(candidates) == 0:
+            if self.candidate_space is None:
+                raise InvalidArgument("no candidates given and the adaptor has no candidate space")
+            candidates = self.candidate_space.candidates(task, models)
+        elif models:
+            known = {c.model for c in candidates}
+            unknown = [m for m in models if m not in known]
+            if unknown:
+                raise NotFound(f"unknown model {', '.join(map(repr, unknown))} among the given candidates")
+            candidates = [c for c in candidates if c.model in models]
+        if not candidates:
+            raise InvalidArgument("there is no candidate to choose from")
+        with self._lock:
+            scored = [ScoredCandidate(c, self._predict_one(task, c)) for c in candidates]
+            return self.generator.choose(task, scored, self.time_margin, top_k or 5)
+
+    # ---- jobs -----------------------------------------------------------------------
+    def submit(self, task: TaskSpec, job_id: str = "", models: Sequence[str] = ()) -> Job:
+        """Plan ``task``, store it as a job and dispatch it. Idempotent by ``job_id``."""
+        if job_id:
+            _check_id(job_id)
+            try:
+                return self.store.get_job(job_id)
+            except NotFound:
+                pass
+        plan = self.recommend(task, models=models)
+        now = time.time()
+        job = Job(job_id=job_id or uuid.uuid4().hex, task=task, plan=plan, created_at=now, updated_at=now)
+        job, created = self.store.create_job(job)
+        if not created:
+            return job
+        self._event(job, "state", "planned: " + plan.candidate.describe())
+        if self.dispatcher is not None:
+            try:
+                self.dispatcher.dispatch(job)
+            except Exception as exc:  # the broker's errors vary by transport
+                job = self._set_state(job.job_id, JobState.FAILED, f"could not queue the job: {exc}")
+                raise DispatchError(f"could not queue job {job.job_id}: {exc}") from exc
+        return job
+
+    def get_job(self, job_id: str) -> Job:
+        _check_id(job_id)
+        return self.store.get_job(job_id)
+
+    def list_jobs(self, limit: int = 100, state: JobState | None = None) -> list[Job]:
+        if not 0 <= limit <= 10_000:
+            raise InvalidArgument(f"limit must be between 0 and 10000, got {limit}")
+        return self.store.list_jobs(limit or 100, state)
+
+    def cancel_job(self, job_id: str) -> Job:
+        job = self.get_job(job_id)
+        if job.state.finished:
+            raise FailedPrecondition(f"job {job_id} is already {job.state.value}")
+        return self._set_state(job_id, JobState.CANCELLED, "cancelled by the user")
+
+    def _set_state(self, job_id: str, state: JobState, message: str = "") -> Job:
+        with self._lock:
+            job = self.store.get_job(job_id)
+            job = replace(job, state=state, message=message or job.message, updated_at=time.time())
+            self.store.update_job(job)
+            self._event(job, "state", message)
+            return job
+
+    def _event(self, job: Job, kind: str, message: str = "", point: CurvePoint | None = None) -> None:
+        event = JobEvent(
+            job_id=job.job_id,
+            seq=0,
+            kind=kind,
+            state=job.state,
+            message=message,
+            epoch=point.epoch if point else 0,
+            accuracy=point.accuracy if point else 0.0,
+            seconds=point.seconds if point else 0.0,
+            timestamp=time.time(),
+        )
+        self.store.append_event(event)
+        with self._changed:
+            self._changed.notify_all()
+
+    def watch_job(
+        self, job_id: str, after_seq: int = 0, poll_seconds: float = 0.25, alive: object = None
+    ) -> Iterator[JobEvent]:
+        """Yield the job's events after ``after_seq`` until it finishes.
+
+        ``alive`` is an optional callable; the stream ends when it returns False.
+        """
+        self.get_job(job_id)
+        seq = after_seq
+        while True:
+            events = self.store.events_after(job_id, seq)
+            for event in events:
+                seq = event.seq
+                yield event
+            if not events and self.store.get_job(job_id).state.finished:
+                # One more read: the finishing event may have landed after the last one.
+                if not self.store.events_after(job_id, seq):
+                    return
+            if alive is not None and not alive():  # type: ignore[operator]
+                return
+            with self._changed:
+                self._changed.wait(poll_seconds)
+
+    # ---- observations ---------------------------------------------------------------
+    def job_started(self, job_id: str, worker: str = "") -> Job:
+        job = self.get_job(job_id)
+        if job.state != JobState.QUEUED:
+            return job
+        return self._set_state(job_id, JobState.RUNNING, f"running on {worker or 'a worker'}")
+
+    def job_progress(self, job_id: str, point: CurvePoint) -> None:
+        job = self.get_job(job_id)
+        if job.state.finished:
+            return
+        self._event(job, "progress", f"epoch {point.epoch}", point)
+
+    def observe(self, obs: Observation) -> bool:
+        """Record and learn a result. Returns False for a duplicate (nothing changes)."""
+        with self._lock:
+            seq = self.store.record_observation(obs)
+            if seq is None:
+                return False
+            self._learn(seq, obs)
+            self._finish_job(obs)
+            if self.snapshot_path and self._state.n_learned % self.snapshot_every == 0:
+                self.snapshot()
+            return True
+
+    def warm_start(self, observations: Iterable[Observation]) -> int:
+        """Learn from past results (an experience log); returns how many were new."""
+        return sum(self.observe(o) for o in observations)
+
+    def _finish_job(self, obs: Observation) -> None:
+        try:
+            job = self.store.get_job(obs.job_id)
+        except NotFound:
+            return  # an external run (another scheduler, a log): nothing to finish
+        if job.state == JobState.CANCELLED:
+            return
+        state = JobState.FAILED if obs.status == "failed" else JobState.DONE
+        job = replace(job, state=state, result=obs, updated_at=time.time(), message=obs.message or job.message)
+        self.store.update_job(job)
+        point = CurvePoint(obs.curve[-1].epoch if obs.curve else 0, obs.accuracy, obs.seconds)
+        self._event(job, "result", obs.message or f"{state.value.lower()}: {obs.accuracy:.1f}%", point)
+
+    def _learn(self, seq: int, obs: Observation) -> None:
+        state = self._state
+        state.last_seq = seq
+        if obs.status == "failed":
+            return
+        # Progressive validation: predict the final outcome before learning it.
+        before = self._predict_one(obs.task, obs.candidate)
+        state.accuracy_mae.update(obs.accuracy, before.accuracy)
+        if obs.seconds > 0:
+            state.time_rel_error.update(abs(before.seconds - obs.seconds) / obs.seconds)
+            state.time_log_error_q90.update(math.log(max(obs.seconds, 1e-3) / max(before.seconds, 1e-3)))
+        points = obs.curve or (CurvePoint(obs.candidate.epochs, obs.accuracy, obs.seconds),)
+        for point in points:
+            candidate = _at_epochs(obs.candidate, point.epoch)
+            x = make_features(obs.task, candidate)
+            state.accuracy.learn_one(x, point.accuracy)
+            if point.seconds > 0:
+                state.time.learn_one(x, point.seconds)
+        state.n_learned += 1
+
+    # ---- stats & persistence --------------------------------------------------------
+    def stats(self) -> AdaptorStats:
+        by_state = self.store.count_jobs_by_state()
+        with self._lock:
+            return AdaptorStats(
+                observations=self.store.count_observations(),
+                jobs=sum(by_state.values()),
+                jobs_by_state=by_state,
+                accuracy_mae=float(self._state.accuracy_mae.get()),
+                time_relative_error=float(self._state.time_rel_error.get()),
+                candidates=len(self.candidate_space) if self.candidate_space else 0,
+                policy=self.generator.name,
+                time_margin=self.time_margin,
+            )
+
+    def snapshot(self) -> None:
+        """Write the learned state atomically: temp file, fsync, rename."""
+        if self.snapshot_path is None:
+            return
+        with self._lock:
+            payload = {"format": SNAPSHOT_FORMAT, "river": river.__version__, "state": self._state}
+            self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=self.snapshot_path.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.snapshot_path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+    def _restore(self) -> None:
+        """Load the last snapshot (our own file only), then learn the log's tail."""
+        if self.snapshot_path and self.snapshot_path.exists():
+            try:
+                with open(self.snapshot_path, "rb") as fh:
+                    payload = pickle.load(fh)  # noqa: S301 - our own atomically written file
+                if payload.get("format") != SNAPSHOT_FORMAT or payload.get("river") != river.__version__:
+                    log.warning("snapshot %s is from another version: relearning from the log", self.snapshot_path)
+                else:
+                    self._state = payload["state"]
+            except Exception as exc:  # a damaged snapshot must not stop the service
+                log.warning("snapshot %s unreadable (%s): relearning from the log", self.snapshot_path, exc)
+        replayed = 0
+        with self._lock:
+            for seq, obs in self.store.observations_after(self._state.last_seq):
+                self._learn(seq, obs)
+                replayed += 1
+        if replayed:
+            log.info("restored: learned %d observations from the log tail", replayed)
+
+
+def _at_epochs(candidate: Candidate, epochs: int) -> Candidate:
+    if epochs == candidate.epochs or epochs < 1:
+        return candidate
+    prior = None
+    if candidate.prior_seconds is not None:
+        prior = candidate.prior_seconds * epochs / candidate.epochs
+    return replace(candidate, epochs=epochs, prior_seconds=prior)
+
+
+def _check_id(job_id: str) -> None:
+    if not job_id or len(job_id) > 128 or not job_id.replace("-", "").replace("_", "").isalnum():
+        raise InvalidArgument(
+            f"job id must be 1-128 letters, digits, '-' or '_', got {job_id[:40]!r}"
+        )

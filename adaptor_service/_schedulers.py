@@ -1,0 +1,206 @@
+"""Schedule generators: turn predictions for every candidate into one plan.
+
+A generator is a small interface (Optuna's sampler shape): :meth:`ScheduleGenerator.choose`
+takes the task and the scored candidates and returns a :class:`Plan`. Generators never
+modify the candidates or the predictors; they are not thread safe (the adaptor calls them
+under its lock).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from adaptor_service._types import Alternative, Candidate, Plan, Prediction, TaskSpec
+
+__all__ = [
+    "FixedDefaultGenerator",
+    "OneShotGenerator",
+    "RandomGenerator",
+    "ScheduleGenerator",
+    "ScoredCandidate",
+    "make_generator",
+]
+
+
+@dataclass(frozen=True)
+class ScoredCandidate:
+    candidate: Candidate
+    prediction: Prediction
+
+
+class ScheduleGenerator(abc.ABC):
+    """Chooses one candidate for a task.
+
+    ``choose`` must not modify its arguments and must be deterministic for a given seed
+    and sequence of calls.
+    """
+
+    name: str = "base"
+
+    @abc.abstractmethod
+    def choose(
+        self, task: TaskSpec, scored: Sequence[ScoredCandidate], time_margin: float, top_k: int = 5
+    ) -> Plan:
+        """Return the plan for ``task`` among ``scored`` (non-empty)."""
+
+
+def _fits(item: ScoredCandidate, task: TaskSpec, time_margin: float) -> bool:
+    return item.prediction.seconds * time_margin <= task.budget_seconds
+
+
+def _plan(
+    name: str,
+    chosen: ScoredCandidate,
+    ranked: Sequence[ScoredCandidate],
+    task: TaskSpec,
+    time_margin: float,
+    top_k: int,
+    why_lost: str,
+) -> Plan:
+    alternatives = []
+    for item in ranked:
+        if len(alternatives) >= top_k:
+            break
+        if item.candidate.key == chosen.candidate.key:
+            continue
+        if not _fits(item, task, time_margin):
+            reason = (
+                f"predicted {item.prediction.seconds:.1f}s x margin {time_margin:.2f} "
+                f"exceeds the budget {task.budget_seconds:.1f}s"
+            )
+        else:
+            reason = why_lost
+        alternatives.append(Alternative(item.candidate, item.prediction, reason))
+    return Plan(
+        candidate=chosen.candidate,
+        prediction=chosen.prediction,
+        policy=name,
+        time_margin=time_margin,
+        alternatives=tuple(alternatives),
+        feasible=_fits(chosen, task, time_margin),
+    )
+
+
+class OneShotGenerator(ScheduleGenerator):
+    """NASOA's one-shot policy: the best predicted accuracy whose predicted time fits.
+
+    Parameters
+    ----------
+    risk_aversion
+        Candidates are ranked by ``accuracy - risk_aversion x accuracy_std``: a one-shot
+        pick cannot recover from a bad guess, so an uncertain prediction counts for less.
+    exploration
+        With probability ``exploration`` the ranking uses ``accuracy + accuracy_std``
+        (optimism under uncertainty) instead, so uncertain regions get tried. 0 switches
+        exploration off.
+    seed
+        Seeds the exploration coin.
+
+    >>> from adaptor_service._types import Candidate, Prediction, TaskSpec
+    >>> task = TaskSpec("builtin:digits", budget_seconds=10)
+    >>> fast = ScoredCandidate(Candidate("small"), Prediction(80, 1, 5, 1))
+    >>> slow = ScoredCandidate(Candidate("big"), Prediction(95, 1, 50, 5))
+    >>> OneShotGenerator().choose(task, [fast, slow], time_margin=1.0).candidate.model
+    'small'
+    """
+
+    name = "nasoa"
+
+    def __init__(self, risk_aversion: float = 0.5, exploration: float = 0.0, seed: int = 0) -> None:
+        self.risk_aversion = risk_aversion
+        self.exploration = exploration
+        self.seed = seed
+        self._rng = random.Random(seed)
+
+    def choose(
+        self, task: TaskSpec, scored: Sequence[ScoredCandidate], time_margin: float, top_k: int = 5
+    ) -> Plan:
+        optimistic = self.exploration > 0 and self._rng.random() < self.exploration
+        weight = -1.0 if optimistic else self.risk_aversion
+
+        def score(item: ScoredCandidate) -> float:
+            return item.prediction.accuracy - weight * item.prediction.accuracy_std
+
+        feasible = [s for s in scored if _fits(s, task, time_margin)]
+        if feasible:
+            ranked = sorted(feasible, key=score, reverse=True)
+            rest = sorted((s for s in scored if not _fits(s, task, time_margin)), key=score, reverse=True)
+            mode = "optimistic" if optimistic else "risk-adjusted"
+            return _plan(
+                self.name, ranked[0], ranked + rest, task, time_margin, top_k,
+                f"lower {mode} predicted accuracy",
+            )
+        # Nothing fits: run the fastest, so the job still finishes near its deadline.
+        ranked = sorted(scored, key=lambda s: s.prediction.seconds)
+        return _plan(self.name, ranked[0], ranked, task, time_margin, top_k, "slower")
+
+
+class RandomGenerator(ScheduleGenerator):
+    """A random candidate among those predicted to fit (baseline)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._rng = random.Random(seed)
+
+    def choose(
+        self, task: TaskSpec, scored: Sequence[ScoredCandidate], time_margin: float, top_k: int = 5
+    ) -> Plan:
+        feasible = [s for s in scored if _fits(s, task, time_margin)] or list(scored)
+        chosen = feasible[self._rng.randrange(len(feasible))]
+        return _plan(self.name, chosen, feasible, task, time_margin, top_k, "not drawn")
+
+
+class FixedDefaultGenerator(ScheduleGenerator):
+    """Always the same model with a default regime (the practice NASOA improves on).
+
+    The regime's epochs are the most that are predicted to fit the budget.
+    """
+
+    name = "fixed"
+
+    def __init__(self, model: str = "", hparams: dict[str, float | str] | None = None) -> None:
+        self.model = model
+        self.hparams = hparams
+
+    def _matches(self, candidate: Candidate) -> bool:
+        if self.model and candidate.model != self.model:
+            return False
+        wanted = self.hparams or {}
+        return all(candidate.hparams.get(k) == v for k, v in wanted.items())
+
+    def choose(
+        self, task: TaskSpec, scored: Sequence[ScoredCandidate], time_margin: float, top_k: int = 5
+    ) -> Plan:
+        pool = [s for s in scored if self._matches(s.candidate)]
+        if not pool:
+            # The default model is not among the candidates: fall back to the first one's.
+            first = scored[0].candidate
+            pool = [s for s in scored if s.candidate.model == first.model] or list(scored)
+        fitting = [s for s in pool if _fits(s, task, time_margin)]
+        if fitting:
+            chosen = max(fitting, key=lambda s: (s.candidate.epochs, -s.prediction.seconds))
+        else:
+            chosen = min(pool, key=lambda s: s.prediction.seconds)
+        return _plan(self.name, chosen, pool, task, time_margin, top_k, "not the default regime")
+
+
+def make_generator(name: str, seed: int = 0, **options: object) -> ScheduleGenerator:
+    """Build a generator by policy name: ``nasoa``, ``random`` or ``fixed``."""
+    if name == "nasoa":
+        return OneShotGenerator(seed=seed, **options)  # type: ignore[arg-type]
+    if name == "random":
+        return RandomGenerator(seed=seed)
+    if name == "fixed":
+        return FixedDefaultGenerator(**options)  # type: ignore[arg-type]
+    raise ValueError(f"unknown policy {name!r}: choose nasoa, random or fixed")
+
+
+def log_ratio(predicted: float, actual: float) -> float:
+    """log(actual / predicted), guarded against zeros."""
+    return math.log(max(actual, 1e-6) / max(predicted, 1e-6))

@@ -1,0 +1,178 @@
+"""The gRPC servicer: proto <-> domain objects, domain errors -> status codes. Nothing else."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from adaptor_service import _convert as convert
+from adaptor_service._adaptor import Adaptor, DispatchError
+from adaptor_service._types import (
+    CurvePoint,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Observation,
+)
+from nasoa_api.v1 import adaptor_pb2 as pb
+from nasoa_api.v1 import adaptor_pb2_grpc as pb_grpc
+
+log = logging.getLogger("nasoa.adaptor.grpc")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _status_of(exc: Exception) -> grpc.StatusCode | None:
+    if isinstance(exc, InvalidArgument):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, NotFound):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, FailedPrecondition):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, DispatchError):
+        return grpc.StatusCode.UNAVAILABLE
+    return None
+
+
+def _maps_errors(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as exc:
+            code = _status_of(exc)
+            if code is None:
+                log.exception("%s failed", method.__name__)
+                context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            context.abort(code, str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _maps_errors_stream(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from method(self, request, context)
+        except Exception as exc:
+            code = _status_of(exc)
+            if code is None:
+                log.exception("%s failed", method.__name__)
+                context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            context.abort(code, str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _task(msg: pb.Task) -> Any:
+    if not msg.dataset_uri:
+        raise InvalidArgument("task.dataset_uri is required")
+    return convert.task_from_pb(msg)
+
+
+class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
+    """Wraps an :class:`Adaptor`; every method is a translation, no logic of its own."""
+
+    def __init__(self, adaptor: Adaptor) -> None:
+        self.adaptor = adaptor
+
+    @_maps_errors
+    def Submit(self, request: pb.SubmitRequest, context: grpc.ServicerContext) -> pb.Job:
+        job = self.adaptor.submit(_task(request.task), job_id=request.job_id, models=list(request.models))
+        return convert.job_to_pb(job)
+
+    @_maps_errors
+    def Recommend(self, request: pb.RecommendRequest, context: grpc.ServicerContext) -> pb.Plan:
+        candidates = [convert.candidate_from_pb(c) for c in request.candidates]
+        plan = self.adaptor.recommend(
+            _task(request.task), candidates or None, models=list(request.models), top_k=request.top_k
+        )
+        return convert.plan_to_pb(plan)
+
+    @_maps_errors
+    def Observe(self, request_iterator: Iterator[pb.ObserveRequest], context: grpc.ServicerContext) -> pb.ObserveSummary:
+        received = learned = duplicates = 0
+        for request in request_iterator:
+            received += 1
+            if not request.job_id:
+                raise InvalidArgument(f"observe message {received}: job_id is required")
+            kind = request.WhichOneof("event")
+            if kind == "started":
+                self.adaptor.job_started(request.job_id, request.started.worker)
+            elif kind == "progress":
+                p = request.progress
+                self.adaptor.job_progress(request.job_id, CurvePoint(p.epoch, p.accuracy, p.seconds))
+            elif kind == "result":
+                obs = self._observation(request)
+                # A caller that gave up (deadline passed, cancelled) gets nothing learned.
+                if not context.is_active():
+                    break
+                if self.adaptor.observe(obs):
+                    learned += 1
+                else:
+                    duplicates += 1
+            else:
+                raise InvalidArgument(f"observe message {received}: one of started, progress, result is required")
+        return pb.ObserveSummary(received=received, learned=learned, duplicates=duplicates)
+
+    def _observation(self, request: pb.ObserveRequest) -> Observation:
+        try:
+            job = self.adaptor.get_job(request.job_id)
+        except NotFound:
+            job = None
+        if job is not None:
+            # A planned job: task and candidate are the ones the service stored.
+            return Observation(
+                job_id=request.job_id,
+                task=job.task,
+                candidate=job.plan.candidate,
+                accuracy=request.result.accuracy,
+                seconds=request.result.seconds,
+                curve=convert.curve_from_pb(request.result.curve),
+                status=request.result.status or "ok",
+                message=request.result.message,
+            )
+        if not request.HasField("task") or not request.HasField("candidate"):
+            raise NotFound(
+                f"no job with id {request.job_id!r}: a result for a run the service did not plan "
+                "must carry its task and candidate"
+            )
+        return convert.observation_from_pb(request)
+
+    @_maps_errors_stream
+    def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
+        if request.after_seq < 0:
+            raise InvalidArgument(f"after_seq must be >= 0, got {request.after_seq}")
+        for event in self.adaptor.watch_job(request.job_id, request.after_seq, alive=context.is_active):
+            yield convert.event_to_pb(event)
+
+    @_maps_errors
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        return convert.job_to_pb(self.adaptor.get_job(request.job_id))
+
+    @_maps_errors
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
+        state = convert.state_from_pb(request.state) if request.state else None
+        jobs = self.adaptor.list_jobs(limit=request.limit, state=state)
+        return pb.ListJobsResponse(jobs=[convert.job_to_pb(j) for j in jobs])
+
+    @_maps_errors
+    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        return convert.job_to_pb(self.adaptor.cancel_job(request.job_id))
+
+    @_maps_errors
+    def GetStats(self, request: pb.GetStatsRequest, context: grpc.ServicerContext) -> pb.Stats:
+        s = self.adaptor.stats()
+        return pb.Stats(
+            observations=s.observations,
+            jobs=s.jobs,
+            jobs_by_state=s.jobs_by_state,
+            accuracy_mae=s.accuracy_mae,
+            time_relative_error=s.time_relative_error,
+            candidates=s.candidates,
+            policy=s.policy,
+            time_margin=s.time_margin,
+        )

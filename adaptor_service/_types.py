@@ -1,0 +1,227 @@
+"""Domain objects of the adaptor: what a task, a candidate, a plan and an observation are.
+
+These are plain frozen dataclasses. The gRPC layer converts them to and from protobuf
+messages; nothing past that boundary sees a loose dict or a proto message.
+
+Units: accuracy is in percent (0-100), time in seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+HParamValue = float | int | str
+
+
+class InvalidArgument(ValueError):
+    """Input that a caller can fix: the message says what is wrong."""
+
+
+class NotFound(LookupError):
+    """A job, model or dataset that does not exist."""
+
+
+class FailedPrecondition(RuntimeError):
+    """The operation is valid but not in the current state (e.g. cancel a finished job)."""
+
+
+def _frozen(mapping: Mapping[str, HParamValue] | None) -> Mapping[str, HParamValue]:
+    return MappingProxyType(dict(sorted((mapping or {}).items())))
+
+
+def require_finite(name: str, value: float, *, positive: bool = False) -> float:
+    """Return ``value`` as float, or raise InvalidArgument naming ``name``.
+
+    >>> require_finite("budget", 3)
+    3.0
+    >>> require_finite("budget", -1, positive=True)
+    Traceback (most recent call last):
+    ...
+    adaptor_service._types.InvalidArgument: budget must be a positive number, got -1
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
+    if positive and number <= 0:
+        raise InvalidArgument(f"{name} must be a positive number, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A fine-tuning request: a dataset, its meta-features and a time budget."""
+
+    dataset_uri: str
+    budget_seconds: float
+    meta_features: Mapping[str, float] = field(default_factory=dict)
+    task_id: str = ""
+    device_class: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not self.dataset_uri or len(self.dataset_uri) > 4096:
+            raise InvalidArgument("dataset_uri must be a non-empty string of at most 4096 chars")
+        object.__setattr__(
+            self, "budget_seconds", require_finite("budget_seconds", self.budget_seconds, positive=True)
+        )
+        meta = {}
+        for key, value in (self.meta_features or {}).items():
+            meta[str(key)] = require_finite(f"meta_features[{key!r}]", value)
+        object.__setattr__(self, "meta_features", MappingProxyType(dict(sorted(meta.items()))))
+        if not self.task_id:
+            object.__setattr__(self, "task_id", self.dataset_uri)
+        if not self.device_class:
+            object.__setattr__(self, "device_class", "cpu")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One thing the adaptor can run: a zoo model and a full training regime.
+
+    ``model_features`` describe the model (params, MACs, measured step time...), and
+    ``prior_seconds`` is the physics estimate of the run's time (steps x step time), when
+    the caller knows it.
+    """
+
+    model: str
+    hparams: Mapping[str, HParamValue] = field(default_factory=dict)
+    epochs: int = 1
+    model_features: Mapping[str, float] = field(default_factory=dict)
+    prior_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise InvalidArgument("candidate model name must not be empty")
+        if int(self.epochs) != self.epochs or self.epochs < 1:
+            raise InvalidArgument(f"epochs must be a positive integer, got {self.epochs!r}")
+        object.__setattr__(self, "epochs", int(self.epochs))
+        object.__setattr__(self, "hparams", _frozen(self.hparams))
+        object.__setattr__(self, "model_features", _frozen(self.model_features))
+
+    @property
+    def key(self) -> str:
+        """A stable identity of the candidate (model, hyperparameters and epochs)."""
+        payload = json.dumps([self.model, dict(self.hparams), self.epochs], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        hp = " ".join(f"{k}={v}" for k, v in self.hparams.items())
+        return f"{self.model} epochs={self.epochs} {hp}".strip()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted accuracy (percent) and time (seconds), each with a standard deviation."""
+
+    accuracy: float
+    accuracy_std: float
+    seconds: float
+    seconds_std: float
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A candidate that was considered, and why it lost to the plan (or why it won)."""
+
+    candidate: Candidate
+    prediction: Prediction
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The chosen candidate with its predictions, and the runners-up."""
+
+    candidate: Candidate
+    prediction: Prediction
+    policy: str
+    time_margin: float
+    alternatives: tuple[Alternative, ...] = ()
+    feasible: bool = True
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """The state of a run after ``epoch`` epochs: accuracy (percent), cumulative seconds."""
+
+    epoch: int
+    accuracy: float
+    seconds: float
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The outcome of one run, sent back by a worker (or replayed from a log).
+
+    ``curve`` holds the validation accuracy after each epoch with the cumulative time;
+    ``accuracy`` is the final held-out accuracy and ``seconds`` the total time used.
+    """
+
+    job_id: str
+    task: TaskSpec
+    candidate: Candidate
+    accuracy: float
+    seconds: float
+    curve: tuple[CurvePoint, ...] = ()
+    status: str = "ok"
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.job_id:
+            raise InvalidArgument("observation job_id must not be empty")
+        object.__setattr__(self, "accuracy", require_finite("accuracy", self.accuracy))
+        object.__setattr__(self, "seconds", require_finite("seconds", self.seconds))
+        if not 0.0 <= self.accuracy <= 100.0:
+            raise InvalidArgument(f"accuracy must be in [0, 100] percent, got {self.accuracy}")
+        if self.seconds < 0:
+            raise InvalidArgument(f"seconds must be >= 0, got {self.seconds}")
+        object.__setattr__(self, "curve", tuple(self.curve))
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One step of a job's life, as WatchJob streams it."""
+
+    job_id: str
+    seq: int
+    kind: str  # "state", "progress" or "result"
+    state: JobState
+    message: str = ""
+    epoch: int = 0
+    accuracy: float = 0.0
+    seconds: float = 0.0
+    timestamp: float = 0.0
+
+
+@dataclass
+class Job:
+    """A submitted task with its plan, its state and (when done) its result."""
+
+    job_id: str
+    task: TaskSpec
+    plan: Plan
+    state: JobState = JobState.QUEUED
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    result: Observation | None = None
+    message: str = ""

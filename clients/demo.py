@@ -1,0 +1,131 @@
+"""The main job (``make demo``): a stream of real fine-tuning requests through the service.
+
+Starts the zoo store, the adaptor and a worker on localhost (embedded broker unless
+``NASOA_BROKER_URL`` is set), submits a stream of requests over three built-in datasets
+with budgets from 10 s to 60 s, and prints for each the plan, the predictions and what
+really happened, then a summary of how the predictions improved along the stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DATASETS = ("builtin:digits", "builtin:shapes", "builtin:fashion-mnist")
+BUDGETS = (10.0, 20.0, 30.0, 45.0, 60.0, 15.0)
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    dataset: str
+    budget: float
+    plan: str
+    predicted_accuracy: float
+    accuracy: float
+    predicted_seconds: float
+    seconds: float
+    state: str
+
+
+def request_stream(n: int) -> list[tuple[str, float]]:
+    """Datasets in turn, budgets cycling, so every dataset meets several budgets."""
+    return [(DATASETS[i % len(DATASETS)], BUDGETS[(i // len(DATASETS) + i) % len(BUDGETS)]) for i in range(n)]
+
+
+def run_stream(client: object, requests: Sequence[tuple[str, float]], out: object = sys.stdout) -> list[StreamRow]:
+    from adaptor_service._types import TaskSpec
+    from nasoa_data import compute_meta_features
+
+    rows = []
+    header = (f"{'#':>2} {'dataset':22s} {'budget':>6s}  {'plan (model, regime)':58s} "
+              f"{'acc pred':>8s} {'acc':>6s} {'s pred':>7s} {'s':>6s}")
+    print(header, file=out, flush=True)
+    for i, (dataset, budget) in enumerate(requests, start=1):
+        meta = compute_meta_features(dataset).as_dict()
+        job = client.submit(TaskSpec(dataset, budget, meta))  # type: ignore[attr-defined]
+        for _event in client.watch_job(job.job_id, timeout=budget * 4 + 120):  # type: ignore[attr-defined]
+            pass
+        job = client.get_job(job.job_id)  # type: ignore[attr-defined]
+        result = job.result
+        row = StreamRow(
+            dataset=dataset,
+            budget=budget,
+            plan=job.plan.candidate.describe(),
+            predicted_accuracy=job.plan.prediction.accuracy,
+            accuracy=result.accuracy if result else float("nan"),
+            predicted_seconds=job.plan.prediction.seconds,
+            seconds=result.seconds if result else float("nan"),
+            state=job.state.value,
+        )
+        rows.append(row)
+        flag = "" if row.state == "DONE" else f"  [{row.state}: {job.message}]"
+        print(f"{i:2d} {dataset.removeprefix('builtin:'):22s} {budget:5.0f}s  {row.plan[:58]:58s} "
+              f"{row.predicted_accuracy:8.1f} {row.accuracy:6.1f} {row.predicted_seconds:7.1f} {row.seconds:6.1f}{flag}",
+              file=out, flush=True)
+    return rows
+
+
+def summarize(rows: Sequence[StreamRow]) -> dict[str, float]:
+    done = [r for r in rows if r.state == "DONE"]
+    half = len(rows) // 2
+
+    def mae(part: Sequence[StreamRow], attr: str) -> float:
+        pairs = [(getattr(r, f"predicted_{attr}"), getattr(r, attr)) for r in part if r.state == "DONE"]
+        return statistics.fmean(abs(p - a) for p, a in pairs) if pairs else float("nan")
+
+    return {
+        "requests": float(len(rows)),
+        "done": float(len(done)),
+        "mean_accuracy": statistics.fmean(r.accuracy for r in done) if done else float("nan"),
+        "budget_overruns": float(sum(r.seconds > r.budget for r in done)),
+        "accuracy_mae_first_half": mae(rows[:half], "accuracy"),
+        "accuracy_mae_second_half": mae(rows[half:], "accuracy"),
+        "time_mae_first_half": mae(rows[:half], "seconds"),
+        "time_mae_second_half": mae(rows[half:], "seconds"),
+    }
+
+
+def print_summary(summary: dict[str, float], out: object = sys.stdout) -> None:
+    print("\nsummary", file=out)
+    print(f"  requests done          {summary['done']:.0f} of {summary['requests']:.0f}", file=out)
+    print(f"  mean accuracy          {summary['mean_accuracy']:.1f}%", file=out)
+    print(f"  budget overruns        {summary['budget_overruns']:.0f}", file=out)
+    print(f"  accuracy MAE (points)  first half {summary['accuracy_mae_first_half']:.1f}, "
+          f"second half {summary['accuracy_mae_second_half']:.1f}", file=out)
+    print(f"  time MAE (seconds)     first half {summary['time_mae_first_half']:.1f}, "
+          f"second half {summary['time_mae_second_half']:.1f}", file=out, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nasoa-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=12, help="length of the stream (default %(default)s)")
+    parser.add_argument("--home", default=os.environ.get("NASOA_HOME", "var/demo"), help="state directory")
+    args = parser.parse_args(argv)
+    if args.requests < 1:
+        parser.error("--requests must be >= 1")
+    from clients.local_cluster import LocalCluster
+
+    broker = os.environ.get("NASOA_BROKER_URL", "")
+    print(f"starting zoo, adaptor and one worker (broker: {broker or 'embedded'}, state: {args.home})", flush=True)
+    started = time.monotonic()
+    with LocalCluster(Path(args.home), fresh=True) as cluster:
+        print(f"services up in {time.monotonic() - started:.1f}s; logs in {cluster.log_dir}\n", flush=True)
+        client = cluster.client()
+        rows = run_stream(client, request_stream(args.requests))
+        stats = client.get_stats()  # type: ignore[attr-defined]
+        print(f"\nadaptor: {stats.observations} observations, progressive MAE {stats.accuracy_mae:.1f} points, "
+              f"time error {100 * stats.time_relative_error:.0f}%, margin x{stats.time_margin:.2f}")
+        summary = summarize(rows)
+        print_summary(summary)
+    print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
+    return 0 if summary["done"] == summary["requests"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Shared fixtures: real services on 127.0.0.1 (RabbitMQ, PostgreSQL) and tiny candidate spaces."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+RABBITMQ_URL = os.environ.get("NASOA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+POSTGRES_URL = os.environ.get("NASOA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    # The real broker is part of the test environment: its absence is a failure, not a skip.
+    assert _port_open(5672), "RabbitMQ is not running on 127.0.0.1:5672 (start it: rabbitmq-server -detached)"
+    return RABBITMQ_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    assert _port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432"
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_store_url(postgres_url: str):
+    """A fresh schema per test, so tests never see each other's rows."""
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    yield f"{postgres_url}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def tiny_space():
+    from adaptor_service import CandidateSpace, ModelInfo, RegimeGrid
+
+    models = [
+        ModelInfo("small", {"cpu": 10.0}, num_params=10_000, macs=1_000_000, source_accuracy=50, num_stages=3),
+        ModelInfo("large", {"cpu": 80.0}, num_params=900_000, macs=90_000_000, source_accuracy=70, num_stages=4),
+    ]
+    grid = RegimeGrid(learning_rates=(0.01, 0.1), epochs=(1, 3), batch_sizes=(64,), frozen_stages=(0, 1),
+                      optimizers=("sgd",))
+    return CandidateSpace(models, grid)
+
+
+@pytest.fixture
+def digits_task():
+    from adaptor_service import TaskSpec
+
+    return TaskSpec("builtin:digits", 30.0, {"num_samples": 1347.0, "num_classes": 10.0})

@@ -1,0 +1,149 @@
+"""The plain-Python Adaptor: planning, jobs, idempotent learning, restart from snapshot + log."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from adaptor_service import (
+    Adaptor,
+    CurvePoint,
+    FailedPrecondition,
+    InvalidArgument,
+    JobState,
+    NotFound,
+    Observation,
+    TaskSpec,
+    open_store,
+)
+
+
+class RecordingDispatcher:
+    def __init__(self) -> None:
+        self.jobs = []
+
+    def dispatch(self, job) -> None:
+        self.jobs.append(job.job_id)
+
+
+def _result(adaptor: Adaptor, job, accuracy: float, seconds: float) -> Observation:
+    c = job.plan.candidate
+    curve = tuple(CurvePoint(e, accuracy * e / c.epochs, seconds * e / c.epochs) for e in range(1, c.epochs + 1))
+    return Observation(job.job_id, job.task, c, accuracy, seconds, curve)
+
+
+def test_plan_fits_budget_and_explains_alternatives(tiny_space, digits_task):
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    plan = adaptor.recommend(digits_task, top_k=3)
+    assert plan.feasible
+    assert plan.prediction.seconds * plan.time_margin <= digits_task.budget_seconds
+    assert len(plan.alternatives) == 3
+    assert all(a.reason for a in plan.alternatives)
+
+
+def test_unknown_model_is_not_found_and_nothing_is_queued(tiny_space, digits_task):
+    dispatcher = RecordingDispatcher()
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space, dispatcher=dispatcher)
+    with pytest.raises(NotFound, match="unknown model 'resnet999'; available: large, small"):
+        adaptor.submit(digits_task, models=["resnet999"])
+    assert dispatcher.jobs == [] and adaptor.list_jobs() == []
+
+
+def test_bad_budget_is_invalid():
+    with pytest.raises(InvalidArgument, match="budget_seconds must be a positive number"):
+        TaskSpec("builtin:digits", -5)
+    with pytest.raises(InvalidArgument, match="finite"):
+        TaskSpec("builtin:digits", float("nan"))
+
+
+def test_submit_is_idempotent_by_job_id(tiny_space, digits_task):
+    dispatcher = RecordingDispatcher()
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space, dispatcher=dispatcher)
+    first = adaptor.submit(digits_task, job_id="job-1")
+    second = adaptor.submit(digits_task, job_id="job-1")
+    assert first.job_id == second.job_id == "job-1"
+    assert dispatcher.jobs == ["job-1"]
+
+
+def test_observe_learns_once_and_finishes_the_job(tiny_space, digits_task):
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    job = adaptor.submit(digits_task)
+    before = adaptor.predict(digits_task, [job.plan.candidate])
+    obs = _result(adaptor, job, 90.0, 12.0)
+    assert adaptor.observe(obs) is True
+    after = adaptor.predict(digits_task, [job.plan.candidate])
+    assert after != before
+    assert adaptor.observe(obs) is False
+    assert adaptor.predict(digits_task, [job.plan.candidate]) == after
+    assert adaptor.get_job(job.job_id).state == JobState.DONE
+    kinds = [e.kind for e in adaptor.watch_job(job.job_id)]
+    assert kinds[-1] == "result"
+    assert adaptor.stats().observations == 1
+
+
+def test_cancel(tiny_space, digits_task):
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    job = adaptor.submit(digits_task)
+    assert adaptor.cancel_job(job.job_id).state == JobState.CANCELLED
+    with pytest.raises(FailedPrecondition, match="already CANCELLED"):
+        adaptor.cancel_job(job.job_id)
+
+
+def test_learning_improves_time_predictions(tiny_space, digits_task):
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    # The truth: runs take 3x the physics prior.
+    errors = []
+    for i in range(40):
+        task = TaskSpec("builtin:digits", 20.0 + i % 5 * 10, dict(digits_task.meta_features))
+        job = adaptor.submit(task, job_id=f"j{i}")
+        c = job.plan.candidate
+        actual = 3.0 * c.prior_seconds
+        errors.append(abs(job.plan.prediction.seconds - actual) / actual)
+        adaptor.observe(_result(adaptor, job, 80.0, actual))
+    assert sum(errors[-10:]) / 10 < 0.5 * sum(errors[:10]) / 10
+
+
+def _stream(adaptor: Adaptor, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        task = TaskSpec("builtin:digits", 10.0 + 7 * (i % 6), {"num_samples": 1000.0 + 50 * i, "num_classes": 10.0})
+        job = adaptor.submit(task, job_id=f"job{i}")
+        adaptor.observe(_result(adaptor, job, 50.0 + (i * 7) % 40, 1.0 + (i * 3) % 11))
+
+
+def test_restart_from_snapshot_plus_log_gives_identical_predictions(tmp_path, tiny_space, digits_task):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    snap = tmp_path / "adaptor.snapshot"
+    live = Adaptor(open_store(url), tiny_space, snapshot_path=snap, snapshot_every=7)
+    _stream(live, 0, 30)  # snapshots at 7, 14, 21, 28; the last 2 are only in the log
+    candidates = tiny_space.candidates(digits_task)
+    expected = live.predict(digits_task, candidates)
+
+    restarted = Adaptor(open_store(url), tiny_space, snapshot_path=snap, snapshot_every=7)
+    assert restarted.stats().observations == 30
+    assert restarted.predict(digits_task, candidates) == expected
+    assert restarted.time_margin == live.time_margin
+
+
+def test_torn_snapshot_falls_back_to_the_log(tmp_path, tiny_space, digits_task):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    snap = tmp_path / "adaptor.snapshot"
+    live = Adaptor(open_store(url), tiny_space, snapshot_path=snap, snapshot_every=5)
+    _stream(live, 0, 12)
+    expected = live.predict(digits_task, tiny_space.candidates(digits_task))
+    snap.write_bytes(snap.read_bytes()[:100])  # a crash mid-write of a non-atomic writer
+    restarted = Adaptor(open_store(url), tiny_space, snapshot_path=snap, snapshot_every=5)
+    assert restarted.predict(digits_task, tiny_space.candidates(digits_task)) == expected
+
+
+def test_predictors_survive_pickle(tiny_space, digits_task):
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    _stream(adaptor, 0, 10)
+    state = pickle.loads(pickle.dumps(adaptor._state))
+    candidates = tiny_space.candidates(digits_task)
+    from adaptor_service import make_features
+
+    for c in candidates:
+        x = make_features(digits_task, c)
+        assert state.accuracy.predict_dist(x) == adaptor._state.accuracy.predict_dist(x)
+        assert state.time.predict_dist(x) == adaptor._state.time.predict_dist(x)

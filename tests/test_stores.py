@@ -1,0 +1,99 @@
+"""One suite over every store mode (memory, SQLite, PostgreSQL), Optuna style."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from adaptor_service import (
+    Candidate,
+    CurvePoint,
+    Job,
+    JobEvent,
+    JobState,
+    NotFound,
+    Observation,
+    Plan,
+    Prediction,
+    TaskSpec,
+    open_store,
+)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        s = open_store("memory://")
+    elif request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    else:
+        s = open_store(request.getfixturevalue("postgres_store_url"))
+    yield s
+    s.close()
+
+
+def _job(job_id: str, created: float = 0.0) -> Job:
+    task = TaskSpec("builtin:digits", 30.0, {"num_samples": 100.0})
+    cand = Candidate("m", {"lr": 0.1, "optimizer": "sgd"}, 2, {"log_params": 3.0}, 4.0)
+    plan = Plan(cand, Prediction(70, 5, 10, 2), "nasoa", 1.2)
+    return Job(job_id, task, plan, created_at=created or time.time(), updated_at=created or time.time())
+
+
+def _obs(job_id: str) -> Observation:
+    job = _job(job_id)
+    return Observation(job_id, job.task, job.plan.candidate, 81.5, 9.0, (CurvePoint(1, 70.0, 4.0), CurvePoint(2, 81.5, 9.0)))
+
+
+def test_job_round_trip_and_idempotent_create(store):
+    job = _job("j1")
+    stored, created = store.create_job(job)
+    assert created and stored == job
+    again, created = store.create_job(_job("j1"))
+    assert not created and again.plan == job.plan
+    assert store.get_job("j1") == job
+    with pytest.raises(NotFound, match="no job with id 'nope'"):
+        store.get_job("nope")
+
+
+def test_update_and_list_by_state(store):
+    for i in range(3):
+        store.create_job(_job(f"j{i}", created=1000.0 + i))
+    job = store.get_job("j1")
+    job.state = JobState.DONE
+    job.result = _obs("j1")
+    store.update_job(job)
+    assert store.get_job("j1").result == _obs("j1")
+    assert [j.job_id for j in store.list_jobs()] == ["j2", "j1", "j0"]
+    assert [j.job_id for j in store.list_jobs(state=JobState.DONE)] == ["j1"]
+    assert store.count_jobs_by_state() == {"QUEUED": 2, "DONE": 1}
+
+
+def test_events_are_numbered_per_job(store):
+    store.create_job(_job("j1"))
+    for i in range(3):
+        store.append_event(JobEvent("j1", 0, "progress", JobState.RUNNING, epoch=i + 1))
+    events = store.events_after("j1", 1)
+    assert [e.seq for e in events] == [2, 3]
+    assert [e.epoch for e in events] == [2, 3]
+
+
+def test_observation_recorded_once_even_under_concurrency(store):
+    results = []
+
+    def record() -> None:
+        results.append(store.record_observation(_obs("dup")))
+
+    threads = [threading.Thread(target=record) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1
+    assert store.count_observations() == 1
+    store.record_observation(_obs("other"))
+    log = list(store.observations_after(0))
+    assert [o.job_id for _, o in log] == ["dup", "other"]
+    assert [o.job_id for _, o in store.observations_after(log[0][0])] == ["other"]
+    assert log[0][1] == _obs("dup")

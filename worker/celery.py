@@ -1,0 +1,33 @@
+"""The Celery app of the NASOA workers, configured from the environment.
+
+``NASOA_BROKER_URL`` picks the broker: ``amqp://guest:guest@127.0.0.1:5672//`` for
+RabbitMQ (the cluster setup); unset means the embedded broker (kombu's filesystem
+transport under ``$NASOA_HOME/broker``), so one machine needs nothing else installed.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from worker._config import WorkerSettings, broker_transport_options, queue_for
+
+settings = WorkerSettings.from_env()
+
+app = Celery("nasoa", broker=settings.broker_url, include=["worker.tasks"])
+app.conf.update(
+    broker_transport_options=broker_transport_options(settings.broker_url),
+    broker_connection_retry_on_startup=True,
+    # Results travel back through the adaptor's Observe stream, not a Celery backend.
+    task_ignore_result=True,
+    # Fine-tuning is long: take one job at a time, acknowledge only when it is done.
+    task_acks_late=True,
+    worker_prefetch_multiplier=1,
+    task_reject_on_worker_lost=True,
+    task_serializer="json",
+    accept_content=["json"],
+    task_default_queue=queue_for("cpu"),
+    task_queues=[Queue(queue_for("cpu"), durable=True), Queue(queue_for("cuda"), durable=True)],
+    worker_hijack_root_logger=False,
+    worker_send_task_events=False,
+)
