@@ -10,6 +10,7 @@ NASOA_SNAPSHOT            River snapshot file, ``$NASOA_HOME/adaptor.snapshot``
 NASOA_ZOO_ADDRESS         the zoo service whose models are the candidates, ``127.0.0.1:50052``
 NASOA_CANDIDATES          regime grid file, ``adaptor_service/candidates.toml``
 NASOA_POLICY              ``nasoa`` (default), ``random`` or ``fixed``
+NASOA_FIXED_MODEL         model of the ``fixed`` policy (default: the zoo's median by step time)
 NASOA_SEED                seed of the policy, ``0``
 NASOA_DISPATCH            ``celery`` (default) or ``none`` (plan and learn only)
 NASOA_TOKEN               when set, every call needs ``authorization: Bearer <token>``
@@ -113,6 +114,15 @@ def models_from_zoo(address: str, timeout: float = 60.0, token: str = "") -> lis
     ]
 
 
+# The practice NASOA is measured against: one mid-sized model, textbook settings.
+FIXED_DEFAULT_REGIME = {"lr": 0.01, "batch_size": 64, "frozen_stages": 0, "optimizer": "sgd"}
+
+
+def _median_model(models: list[ModelInfo]) -> str:
+    ranked = sorted(models, key=lambda m: min(m.step_time_ms.values(), default=0.0))
+    return ranked[len(ranked) // 2].name
+
+
 def adaptor_from_env() -> Adaptor:
     home = Path(os.environ.get("NASOA_HOME", Path.home() / ".nasoa")).expanduser()
     home.mkdir(parents=True, exist_ok=True)
@@ -130,10 +140,15 @@ def adaptor_from_env() -> Adaptor:
         dispatcher = CeleryDispatcher()
     elif dispatch != "none":
         raise SystemExit(f"nasoa-adaptor: NASOA_DISPATCH must be celery or none, got {dispatch!r}")
+    policy = os.environ.get("NASOA_POLICY", "nasoa")
+    options: dict[str, object] = {}
+    if policy == "fixed":
+        options = {"model": os.environ.get("NASOA_FIXED_MODEL", "") or _median_model(models),
+                   "hparams": dict(FIXED_DEFAULT_REGIME)}
     return Adaptor(
         store,
         candidate_space=CandidateSpace(models, grid),
-        generator=make_generator(os.environ.get("NASOA_POLICY", "nasoa"), seed=int(os.environ.get("NASOA_SEED", "0"))),
+        generator=make_generator(policy, seed=int(os.environ.get("NASOA_SEED", "0")), **options),
         dispatcher=dispatcher,
         snapshot_path=os.environ.get("NASOA_SNAPSHOT", str(home / "adaptor.snapshot")),
     )

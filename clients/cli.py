@@ -211,10 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Submit fine-tuning tasks to the NASOA adaptor and follow them.",
         epilog="Example: nasoa-submit submit builtin:digits --budget 30s --wait",
     )
-    parser.add_argument("--address", default=os.environ.get("NASOA_ADAPTOR_ADDRESS", "127.0.0.1:50051"),
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--address", default=os.environ.get("NASOA_ADAPTOR_ADDRESS", "127.0.0.1:50051"),
                         help="adaptor service address (NASOA_ADAPTOR_ADDRESS; default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds")
-    sub = parser.add_subparsers(dest="command", required=True)
+    common.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        # Every command takes the connection options, wherever the user puts them.
+        return subparsers.add_parser(name, parents=[common], help=help)
 
     def task_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("dataset", help="builtin:digits, builtin:fashion-mnist, builtin:shapes, or an ImageFolder path")
@@ -223,52 +228,67 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", help="device class of the workers (cpu, cuda)")
         p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("submit", help="plan and run a fine-tuning task")
+    p = command("submit", "plan and run a fine-tuning task")
     task_args(p)
     p.add_argument("--wait", action="store_true", help="follow the job and print its result")
     p.add_argument("--job-id", help="idempotency key: submitting it again returns the same job")
     p.add_argument("--watch-timeout", type=float, default=3600.0)
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("plan", help="show the plan for a task without running it")
+    p = command("plan", "show the plan for a task without running it")
     task_args(p)
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("watch", help="follow a job until it finishes")
+    p = command("watch", "follow a job until it finishes")
     p.add_argument("job_id")
     p.add_argument("--json", action="store_true")
     p.add_argument("--watch-timeout", type=float, default=3600.0)
     p.set_defaults(func=cmd_watch)
 
-    p = sub.add_parser("status", help="one job, or the latest jobs")
+    p = command("status", "one job, or the latest jobs")
     p.add_argument("job_id", nargs="?")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p = command("cancel", "cancel a queued or running job")
     p.add_argument("job_id")
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("models", help="list the zoo's models")
+    p = command("models", "list the zoo's models")
     p.add_argument("pattern", nargs="?", default="")
     p.add_argument("--zoo-address", default=os.environ.get("NASOA_ZOO_ADDRESS", "127.0.0.1:50052"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("stats", help="the adaptor's counts and prediction errors")
+    p = command("stats", "the adaptor's counts and prediction errors")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
 
-    p = sub.add_parser("report", help="predicted vs actual of finished jobs")
+    p = command("report", "predicted vs actual of finished jobs")
     p.add_argument("--limit", type=int, default=200)
     p.set_defaults(func=cmd_report)
     return parser
 
 
+def _glue_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--budget -5s`` -> ``--budget=-5s``, so argparse reports the value, not a missing one."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] == "--budget" and i + 1 < len(args) and args[i + 1].startswith("-"):
+            out.append(f"--budget={args[i + 1]}")
+            i += 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_glue_negative_values(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

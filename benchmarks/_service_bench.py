@@ -1,0 +1,135 @@
+"""Service benchmark: Recommend latency and Observe throughput, through gRPC and direct.
+
+Both paths run in the same process against the same kind of adaptor, so the ratio shows
+what the gRPC layer costs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from adaptor_service import Adaptor, CandidateSpace, CurvePoint, ModelInfo, Observation, RegimeGrid, TaskSpec
+
+
+@dataclass(frozen=True)
+class LatencyFigures:
+    calls: int
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+
+
+@dataclass(frozen=True)
+class ServiceBenchResult:
+    candidates: int
+    warm_observations: int
+    recommend_grpc: LatencyFigures
+    recommend_direct: LatencyFigures
+    observe_grpc_per_s: float
+    observe_direct_per_s: float
+    observations_per_run: int
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def benchmark_space(n_models: int = 6) -> CandidateSpace:
+    """A zoo-shaped space: ``n_models`` models x the default regime grid (360 regimes)."""
+    models = [
+        ModelInfo(f"etnas-bench-{i}", {"cpu": 5.0 * 2**i}, num_params=50_000 * 2**i, macs=5_000_000 * 2**i,
+                  source_accuracy=40.0 + 5 * i, num_stages=4)
+        for i in range(n_models)
+    ]
+    return CandidateSpace(models, RegimeGrid())
+
+
+def _task(i: int) -> TaskSpec:
+    return TaskSpec(
+        f"builtin:digits?seed={i % 7}",
+        10.0 + (i * 13) % 50,
+        {"num_samples": 500.0 + (i * 97) % 3000, "num_classes": 10.0, "channels": 1.0, "image_size": 8.0},
+    )
+
+
+def _observation(adaptor: Adaptor, i: int) -> Observation:
+    task = _task(i)
+    candidate = adaptor.candidate_space.candidates(task)[(i * 31) % 500]  # type: ignore[union-attr]
+    acc = 40.0 + (i * 17) % 55
+    secs = 2.0 + (i * 7) % 30
+    curve = tuple(CurvePoint(e, acc * e / candidate.epochs, secs * e / candidate.epochs) for e in range(1, candidate.epochs + 1))
+    return Observation(f"bench-{uuid.uuid4().hex}", task, candidate, acc, secs, curve)
+
+
+def _latencies(fn: Callable[[int], object], calls: int) -> LatencyFigures:
+    samples = []
+    for i in range(calls):
+        start = time.perf_counter()
+        fn(i)
+        samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, int(round(0.99 * (len(samples) - 1))))]
+    return LatencyFigures(calls, statistics.median(samples), p99, statistics.fmean(samples))
+
+
+def run_service_benchmark(
+    calls: int = 300, observations: int = 2000, warm: int = 200, progress: Callable[[str], None] = print
+) -> ServiceBenchResult:
+    from adaptor_service.server import make_server
+    from clients._client import AdaptorClient
+
+    space = benchmark_space()
+    direct = Adaptor.in_memory(candidate_space=space)
+    served = Adaptor.in_memory(candidate_space=space)
+    for adaptor in (direct, served):
+        adaptor.warm_start(_observation(adaptor, i) for i in range(warm))
+    server, port, _ = make_server(served, "127.0.0.1:0")
+    server.start()
+    try:
+        with AdaptorClient(f"127.0.0.1:{port}", timeout=30) as client:
+            progress(f"recommend over {len(space)} candidates: {calls} calls direct, {calls} through gRPC")
+            rec_direct = _latencies(lambda i: direct.recommend(_task(i)), calls)
+            rec_grpc = _latencies(lambda i: client.recommend(_task(i)), calls)
+
+            progress(f"observe: {observations} results direct, {observations} through one gRPC stream")
+            batch = [_observation(direct, warm + i) for i in range(observations)]
+            start = time.perf_counter()
+            for obs in batch:
+                direct.observe(obs)
+            direct_rate = observations / (time.perf_counter() - start)
+
+            from adaptor_service import _convert as convert
+
+            requests = [convert.observation_to_pb(o) for o in batch]
+            start = time.perf_counter()
+            summary = client.observe_requests(requests, timeout=600)
+            grpc_rate = observations / (time.perf_counter() - start)
+            if summary.learned != observations:
+                raise RuntimeError(f"gRPC Observe learned {summary.learned} of {observations}")
+    finally:
+        server.stop(0).wait()
+    return ServiceBenchResult(
+        candidates=len(space),
+        warm_observations=warm,
+        recommend_grpc=rec_grpc,
+        recommend_direct=rec_direct,
+        observe_grpc_per_s=grpc_rate,
+        observe_direct_per_s=direct_rate,
+        observations_per_run=observations,
+    )
+
+
+def format_service_result(r: ServiceBenchResult) -> str:
+    lines = [
+        f"candidates per Recommend: {r.candidates} (after {r.warm_observations} warm observations)",
+        f"Recommend direct: p50 {r.recommend_direct.p50_ms:.1f} ms, p99 {r.recommend_direct.p99_ms:.1f} ms",
+        f"Recommend gRPC:   p50 {r.recommend_grpc.p50_ms:.1f} ms, p99 {r.recommend_grpc.p99_ms:.1f} ms "
+        f"(gRPC/direct p50 x{r.recommend_grpc.p50_ms / max(r.recommend_direct.p50_ms, 1e-9):.2f})",
+        f"Observe direct:   {r.observe_direct_per_s:.0f} observations/s",
+        f"Observe gRPC:     {r.observe_grpc_per_s:.0f} observations/s "
+        f"(gRPC/direct x{r.observe_grpc_per_s / max(r.observe_direct_per_s, 1e-9):.2f})",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""``nasoa-bench``: the project's benchmarks. Each prints its figures (``--json`` for JSON).
+
+- ``replay``: the QuickTune-extended replay of real fine-tuning meta-data (policies, regret);
+- ``live``: a stream of real fine-tuning requests through the running service, per policy;
+- ``service``: Recommend latency and Observe throughput, through gRPC and direct;
+- ``zoo``: training step time of the zoo against torchvision baselines at equal accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from benchmarks._service_bench import format_service_result, run_service_benchmark
+
+    log = (lambda _m: None) if args.json else print
+    result = run_service_benchmark(calls=args.calls, observations=args.observations, warm=args.warm, progress=log)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else format_service_result(result))
+    return 0
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from benchmarks._live import format_live, live_json, run_live_benchmark
+
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    unknown = sorted(set(policies) - {"nasoa", "fixed", "random"})
+    if unknown:
+        raise ValueError(f"unknown policies {unknown}: choose among nasoa, fixed, random")
+    log = (lambda _m: None) if args.json else print
+    results = run_live_benchmark(args.requests, policies, args.home, progress=log)
+    print(live_json(results) if args.json else "\n" + format_live(results))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nasoa-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("service", help="Recommend latency and Observe throughput")
+    p.add_argument("--calls", type=int, default=1000, help="Recommend calls per path")
+    p.add_argument("--observations", type=int, default=5000, help="Observe results per path")
+    p.add_argument("--warm", type=int, default=200, help="observations learned before timing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_service)
+
+    p = sub.add_parser("live", help="real fine-tuning stream through the service, per policy")
+    p.add_argument("--requests", type=int, default=30)
+    p.add_argument("--policies", default="nasoa,fixed,random")
+    p.add_argument("--home", default="var/bench-live")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_live)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, LookupError, OSError) as exc:
+        print(f"nasoa-bench: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
