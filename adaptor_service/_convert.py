@@ -208,8 +208,9 @@ def job_from_pb(msg: pb.Job) -> Job:
 
 
 def state_from_pb(value: int) -> JobState:
-    if value == pb.JOB_STATE_UNSPECIFIED:
-        raise InvalidArgument("job state must be specified")
+    if value not in pb.JobState.values() or value == pb.JOB_STATE_UNSPECIFIED:
+        names = ", ".join(s.value for s in JobState)
+        raise InvalidArgument(f"unknown job state {value}: use one of {names}")
     return JobState(pb.JobState.Name(value))
 
 

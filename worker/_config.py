@@ -15,8 +15,11 @@ def nasoa_home() -> Path:
 
 
 def queue_for(device_class: str) -> str:
-    """One queue per device class, so CPU and GPU workers pull only what fits them."""
-    return f"nasoa.{device_class or 'cpu'}"
+    """One queue per device class, so CPU and GPU workers pull only what fits them.
+
+    ``NASOA_QUEUE_PREFIX`` (default ``nasoa``) lets several deployments share one broker.
+    """
+    return f"{os.environ.get('NASOA_QUEUE_PREFIX', 'nasoa')}.{device_class or 'cpu'}"
 
 
 @dataclass(frozen=True)
