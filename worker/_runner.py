@@ -103,6 +103,7 @@ class JobRunner:
             weight_decay=float(hp.get("weight_decay", 1e-4)),
             deadline_seconds=max(remaining, 0.5),
             data_root=os.environ.get("NASOA_DATA_ROOT") or None,
+            num_threads=int(os.environ.get("NASOA_TORCH_THREADS", "0")) or None,
         )
         offset = time.monotonic() - start
 

@@ -1,0 +1,330 @@
+"""Fine-tuning one pretrained model on one dataset under a hard deadline (plain PyTorch).
+
+No Celery and no gRPC here: the task wrappers call :func:`run_finetune` and forward its
+progress and result.  torch is imported inside the functions, so importing this module (in a
+Celery parent process, say) initialises neither torch threads nor CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+__all__ = [
+    "EpochProgress",
+    "FinetuneCancelled",
+    "FinetuneResult",
+    "FinetuneSpec",
+    "OPTIMIZERS",
+    "run_finetune",
+]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SGD_MOMENTUM = 0.9
+EVAL_BATCH_SIZE = 256  # forward-only: bigger batches are faster and memory is not an issue
+# Deadline arithmetic.  A batch may run SAFETY_FACTOR times slower than the running estimate
+# (a noisy neighbour, a slow last batch); SAFETY_SECONDS covers the rest (returning, timers).
+SAFETY_FACTOR = 1.5
+SAFETY_SECONDS = 0.05
+# Until one evaluation has been measured, a forward-only eval batch is taken to cost this
+# fraction of a training batch of the same size (forward+backward+step is ~3x a forward).
+EVAL_COST_FRACTION = 0.5
+
+
+class FinetuneCancelled(Exception):
+    """Raised by :func:`run_finetune` when ``should_stop()`` returned True."""
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """What to fine-tune on and how (the regime the scheduler chose).
+
+    ``frozen_stages``: the first k stages of ``model.stage_modules()`` (stem first) get no
+    gradient and keep their BatchNorm statistics; the head is always trained.  The learning
+    rate follows a cosine from ``lr`` to 0 over ``epochs`` (stepped per batch).
+    ``deadline_seconds`` counts from the call to :func:`run_finetune`, data loading included.
+
+    >>> FinetuneSpec("builtin:digits", epochs=2, lr=0.05).optimizer
+    'sgd'
+    >>> FinetuneSpec("builtin:digits", epochs=0, lr=0.05)
+    Traceback (most recent call last):
+    ...
+    ValueError: epochs must be an integer >= 1, got 0
+    """
+
+    dataset_uri: str
+    epochs: int
+    lr: float
+    batch_size: int = 64
+    frozen_stages: int = 0
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    weight_decay: float = 1e-4
+    deadline_seconds: float = 60.0
+    seed: int = 0
+    image_size: int = 32
+    data_root: str | None = None
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any, minimum: int = 1) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+        def finite(name: str, value: Any, minimum: float, inclusive: bool) -> None:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
+            if not ok:
+                op = ">=" if inclusive else ">"
+                raise ValueError(f"{name} must be a finite number {op} {minimum}, got {value!r}")
+
+        if not isinstance(self.dataset_uri, str) or not self.dataset_uri:
+            raise ValueError(f"dataset_uri must be a non-empty string, got {self.dataset_uri!r}")
+        positive_int("epochs", self.epochs)
+        finite("lr", self.lr, 0.0, inclusive=False)
+        positive_int("batch_size", self.batch_size)
+        positive_int("frozen_stages", self.frozen_stages, minimum=0)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        finite("weight_decay", self.weight_decay, 0.0, inclusive=True)
+        finite("deadline_seconds", self.deadline_seconds, 0.0, inclusive=False)
+        positive_int("seed", self.seed, minimum=0)
+        positive_int("image_size", self.image_size, minimum=8)
+        if self.num_threads is not None:
+            positive_int("num_threads", self.num_threads)
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    """One finished epoch: held-out accuracy (percent) and seconds since the call started."""
+
+    epoch: int  # 1-based
+    accuracy: float
+    seconds: float
+    train_loss: float
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """The outcome of :func:`run_finetune`.
+
+    ``accuracy`` (percent, held-out) is that of the model as returned, also when the deadline
+    stopped training mid-epoch; ``seconds`` is the whole call, data loading and evaluation
+    included.  ``curve`` has one entry per completed epoch.
+    """
+
+    accuracy: float
+    seconds: float
+    curve: tuple[EpochProgress, ...]
+    epochs_completed: int
+    stopped_by_deadline: bool
+    num_classes: int
+
+
+def run_finetune(
+    spec: FinetuneSpec,
+    model: nn.Module,
+    progress: Callable[[EpochProgress], None] | None = None,
+    device: str = "cpu",
+    should_stop: Callable[[], bool] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``model`` in place on ``spec.dataset_uri`` and evaluate it.
+
+    ``model`` must offer ``reset_classifier(num_classes)`` and ``stage_modules()`` (a list of
+    lists of modules, stem first, head excluded).  It is left on ``device`` in eval mode.
+
+    Training stops early, with ``stopped_by_deadline=True``, when the next batch plus a final
+    evaluation would not fit before the deadline; batch and evaluation times are measured as it
+    goes.  The deadline cannot undercut loading the data and one evaluation.
+    ``progress`` is called after each epoch's evaluation; ``should_stop`` is polled before every
+    batch and raises :class:`FinetuneCancelled` when it returns True.
+    Raises ``nasoa_data.DatasetError`` for a bad dataset and ``ValueError`` for a model with
+    fewer stages than ``frozen_stages``.
+    """
+    start = time.monotonic()
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    if spec.num_threads is not None:
+        torch.set_num_threads(spec.num_threads)  # process-wide: restored below
+    try:
+        with torch.random.fork_rng(devices=[]):  # seed without disturbing the caller's RNG
+            torch.manual_seed(spec.seed)
+            return _Run(spec, model, progress, torch.device(device), should_stop, start).run()
+    finally:
+        if spec.num_threads is not None:
+            torch.set_num_threads(previous_threads)
+
+
+class _Run:
+    """State of one fine-tuning call (kept together so the deadline logic reads linearly)."""
+
+    def __init__(
+        self,
+        spec: FinetuneSpec,
+        model: nn.Module,
+        progress: Callable[[EpochProgress], None] | None,
+        device: torch.device,
+        should_stop: Callable[[], bool] | None,
+        start: float,
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.progress = progress
+        self.device = device
+        self.should_stop = should_stop
+        self.start = start
+        self.deadline = start + spec.deadline_seconds
+        self.batch_seconds: float | None = None  # running estimate of one training batch
+        self.batches_done = 0
+        self.eval_seconds: float | None = None  # last measured full evaluation
+
+    def run(self) -> FinetuneResult:
+        import torch
+        from torch.utils.data import DataLoader
+
+        from nasoa_data import make_torch_datasets, resolve
+
+        spec, model = self.spec, self.model
+        ref = resolve(spec.dataset_uri, spec.data_root)
+        train_ds, test_ds, num_classes = make_torch_datasets(ref, spec.image_size, channels=3)
+        pin = self.device.type == "cuda"
+        # A last batch of one sample would break BatchNorm in train mode: drop the remainder
+        # (reshuffled every epoch, so every sample is still seen).
+        drop_last = len(train_ds) > spec.batch_size
+        self.train_loader = DataLoader(
+            train_ds, batch_size=spec.batch_size, shuffle=True, drop_last=drop_last,
+            generator=torch.Generator().manual_seed(spec.seed), num_workers=0, pin_memory=pin,
+        )  # fmt: skip
+        self.test_loader = DataLoader(
+            test_ds, batch_size=max(EVAL_BATCH_SIZE, spec.batch_size), shuffle=False,
+            num_workers=0, pin_memory=pin,
+        )  # fmt: skip
+        self.num_test = len(test_ds)
+
+        model.reset_classifier(num_classes)
+        model.to(self.device)
+        self.frozen = self._freeze(spec.frozen_stages)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = _make_optimizer(spec, params)
+        total_steps = spec.epochs * len(self.train_loader)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        curve: list[EpochProgress] = []
+        accuracy: float | None = None  # of the model as it is now, if evaluated
+        stopped = False
+        for epoch in range(1, spec.epochs + 1):
+            self._train_mode()
+            loss_sum, seen = 0.0, 0
+            tick = time.monotonic()
+            for x, y in self.train_loader:  # a batch's time includes loading it
+                if self._must_stop():
+                    stopped = True
+                    break
+                accuracy = None
+                x = x.to(self.device, non_blocking=pin)
+                y = y.to(self.device, non_blocking=pin)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += float(loss.item()) * len(y)  # .item() syncs: timings are real
+                seen += len(y)
+                now = time.monotonic()
+                self._observe_batch(now - tick)
+                tick = now
+            if stopped:
+                break
+            accuracy = self._evaluate()
+            point = EpochProgress(epoch, accuracy, time.monotonic() - self.start,
+                                  loss_sum / max(seen, 1))  # fmt: skip
+            curve.append(point)
+            if self.progress is not None:
+                self.progress(point)
+        if accuracy is None:  # stopped mid-epoch (or before any epoch): evaluate as returned
+            accuracy = self._evaluate()
+        model.eval()
+        return FinetuneResult(
+            accuracy=accuracy,
+            seconds=time.monotonic() - self.start,
+            curve=tuple(curve),
+            epochs_completed=len(curve),
+            stopped_by_deadline=stopped,
+            num_classes=num_classes,
+        )
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def _freeze(self, k: int) -> list[nn.Module]:
+        stages = list(self.model.stage_modules())
+        if k > len(stages):
+            raise ValueError(f"frozen_stages={k}, but the model has only {len(stages)} stages")
+        for p in self.model.parameters():  # a reused model may carry flags from a past run
+            p.requires_grad_(True)
+        frozen = [m for stage in stages[:k] for m in stage]
+        for m in frozen:
+            for p in m.parameters():
+                p.requires_grad_(False)
+        return frozen
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        for m in self.frozen:
+            m.eval()  # frozen BatchNorm keeps its pretrained running statistics
+
+    def _observe_batch(self, seconds: float) -> None:
+        self.batches_done += 1
+        if self.batches_done <= 2:  # the second batch replaces the first, which pays warm-up
+            self.batch_seconds = seconds  # (lazy init, CUDA kernels, allocator)
+        else:  # follow drift quickly, but let one outlier move the estimate only partly
+            assert self.batch_seconds is not None
+            self.batch_seconds = 0.7 * self.batch_seconds + 0.3 * seconds
+
+    def _eval_estimate(self) -> float:
+        if self.eval_seconds is not None:
+            return self.eval_seconds
+        assert self.batch_seconds is not None
+        per_sample = self.batch_seconds / self.spec.batch_size
+        return self.num_test * per_sample * EVAL_COST_FRACTION
+
+    def _must_stop(self) -> bool:
+        """True when the deadline leaves no room for another batch and a final evaluation."""
+        if self.should_stop is not None and self.should_stop():
+            raise FinetuneCancelled("fine-tuning cancelled by the caller")
+        if self.batch_seconds is None:  # nothing measured yet: always try one batch
+            return time.monotonic() >= self.deadline
+        need = SAFETY_FACTOR * (self.batch_seconds + self._eval_estimate()) + SAFETY_SECONDS
+        return time.monotonic() + need > self.deadline
+
+    def _evaluate(self) -> float:
+        import torch
+
+        began = time.monotonic()
+        self.model.eval()
+        correct = total = 0
+        with torch.inference_mode():
+            for x, y in self.test_loader:
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
+                correct += int((self.model(x).argmax(dim=1) == y).sum().item())
+                total += len(y)
+        self.eval_seconds = time.monotonic() - began
+        return 100.0 * correct / max(total, 1)
+
+
+def _make_optimizer(spec: FinetuneSpec, params: list[Any]) -> torch.optim.Optimizer:
+    import torch
+
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=SGD_MOMENTUM, weight_decay=spec.weight_decay)
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
