@@ -1,0 +1,172 @@
+"""The replay benchmark on a small subset, the policies, and the predictors' common checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+
+from adaptor_service._predictors import AccuracyPredictor, TimePredictor, make_features
+from adaptor_service._types import Candidate, TaskSpec
+from benchmarks._policies import (
+    BestPriorPolicy,
+    HpSpace,
+    HyperbandSearch,
+    OraclePolicy,
+    RandomPolicy,
+    Request,
+    TPESearch,
+)
+from benchmarks._quicktune import DEFAULT_QUICKTUNE_DIR, load_quicktune
+from benchmarks._replay import _options, parse_budget, run_replay
+
+needs_data = pytest.mark.skipif(not DEFAULT_QUICKTUNE_DIR.is_dir(), reason="Quick-Tune data not present")
+
+
+@pytest.fixture(scope="module")
+def small_table():  # type: ignore[no-untyped-def]
+    table = load_quicktune()
+    tasks = sorted(table.task_ids)[:3]
+    # a few runs per task keep the test fast; the protocol is unchanged
+    keep = {r.run_id for t, runs in table.by_task().items() if t in tasks for r in runs[:25]}
+    return type(table)(tuple(r for r in table.runs if r.run_id in keep), "quicktune-small")
+
+
+@needs_data
+def test_replay_small_subset(small_table, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    png = tmp_path / "regret.png"
+    result = run_replay(
+        small_table, [1800.0, 14400.0], orders=2, seed=3, folds=3,
+        search_horizon_factor=2.0, png_path=png,
+    )
+    assert png.stat().st_size > 1000
+    data = json.loads(result.to_json())
+    assert data["config"]["n_tasks"] == 3
+    warm = [r for r in result.records if r.stream == "warm"]
+    assert len(warm) == 3 * 2 * 2 * 4  # tasks x budgets x orders x policies
+    assert all(r.accuracy <= r.oracle_accuracy + 1e-9 for r in result.records)
+    oracle = result.summary("oracle", "warm")
+    assert oracle.mean_regret == 0.0
+    nasoa = result.summary("nasoa", "warm", 1800.0)
+    assert nasoa.first_visit_n + nasoa.repeat_n == nasoa.n
+    assert math.isfinite(result.goal_first_visit_regret)
+    assert {c.search for c in result.compute_ratios} == {"tpe", "hyperband"}
+    for ratio in result.compute_ratios:
+        assert ratio.text().endswith("x")
+        assert ratio.lower_bound == (ratio.seconds_needed is None)
+    assert "goal metric" in result.format_table()
+    # same seed, same figures
+    again = run_replay(small_table, [1800.0, 14400.0], orders=2, seed=3, folds=3, searches=(), cold_start=False)
+    assert again.summary("nasoa", "warm").mean_accuracy == pytest.approx(nasoa_mean(result))
+
+
+def nasoa_mean(result) -> float:  # type: ignore[no-untyped-def]
+    return result.summary("nasoa", "warm").mean_accuracy
+
+
+@needs_data
+def test_one_shot_policies_and_searches(small_table) -> None:  # type: ignore[no-untyped-def]
+    runs = small_table.by_task()[small_table.task_ids[0]]
+    request = Request(runs[0].task_id, runs[0].meta, 3600.0, _options(runs))
+    oracle = OraclePolicy(small_table.runs).choose(request)
+    best = max(r.outcome_within(3600.0)[0] for r in runs)
+    assert runs[oracle].outcome_within(3600.0)[0] == best
+    assert 0 <= RandomPolicy(seed=1).choose(request) < len(runs)
+    space = HpSpace([(r.model, r.hparams) for r in small_table.runs])
+    prior = BestPriorPolicy(space)
+    prior.warm_start([r for r in small_table.runs if r.task_id != runs[0].task_id])
+    assert 0 <= prior.choose(request) < len(runs)
+    copy.deepcopy(prior)
+    for search in (TPESearch(space), HyperbandSearch(space)):
+        trajectory = search.search(runs, 4 * 3600.0, seed=0)
+        assert trajectory.best_within(4 * 3600.0) <= best_overall(runs)
+        assert list(trajectory.seconds) == sorted(trajectory.seconds)
+        assert trajectory.seconds[-1] <= 4 * 3600.0
+
+
+def best_overall(runs) -> float:  # type: ignore[no-untyped-def]
+    return max(p.accuracy for r in runs for p in r.curve)
+
+
+def test_parse_budget() -> None:
+    assert parse_budget("16h") == 57600.0
+    with pytest.raises(ValueError, match="e.g. 0.5h"):
+        parse_budget("soon")
+
+
+# ---- predictors: River-style common checks, plus equal predictions after pickling
+
+
+def _stream(n: int = 60) -> list[tuple[dict[str, float], float, float]]:
+    out = []
+    for i in range(n):
+        task = TaskSpec("builtin:t", 100, {"num_samples": 500.0 + 100 * (i % 3), "num_classes": 10.0})
+        cand = Candidate(
+            ["a", "b"][i % 2], {"lr": 10 ** -(1 + i % 4), "opt": ["sgd", "adam"][i % 2], "batch_size": 32},
+            epochs=1 + i % 5,
+        )
+        x = make_features(task, cand)
+        acc = 50 + 10 * (i % 2) - 3 * (i % 4) + cand.epochs
+        secs = 10.0 * cand.epochs * (2 if cand.model == "b" else 1)
+        out.append((x, float(acc), secs))
+    return out
+
+
+PREDICTORS = [AccuracyPredictor, TimePredictor]
+
+
+@pytest.mark.parametrize("cls", PREDICTORS)
+def test_predictor_pickle_round_trip_gives_equal_predictions(cls) -> None:  # type: ignore[no-untyped-def]
+    model = cls(seed=1)
+    data = _stream()
+    for x, acc, secs in data:
+        model.learn_one(x, acc if cls is AccuracyPredictor else secs)
+    twin = pickle.loads(pickle.dumps(model))
+    for x, _, _ in data[:10]:
+        assert twin.predict_dist(x) == model.predict_dist(x)
+        assert twin.predict_one(x) == model.predict_one(x)
+    assert twin.predict_many([x for x, _, _ in data[:3]]) == model.predict_many([x for x, _, _ in data[:3]])
+
+
+@pytest.mark.parametrize("cls", PREDICTORS)
+def test_predictor_init_arguments_are_stored(cls) -> None:  # type: ignore[no-untyped-def]
+    import inspect
+
+    model = cls(seed=7)
+    for name in inspect.signature(cls).parameters:
+        assert hasattr(model, name), name
+    assert model.seed == 7
+
+
+def test_time_predictor_learns_log_linear_time() -> None:
+    model = TimePredictor()
+    data = _stream(200)
+    for x, _, secs in data:
+        model.learn_one(x, secs)
+    x, _, secs = data[-1]
+    mean, std = model.predict_dist(x)
+    assert abs(math.log(mean / secs)) < 0.1 and std >= 0
+
+
+def test_time_predictor_uses_physics_prior() -> None:
+    task = TaskSpec("builtin:t", 100, {"num_samples": 500.0})
+    model = TimePredictor()
+    for epochs in range(1, 30):
+        cand = Candidate("a", {"lr": 0.1}, epochs=epochs, prior_seconds=5.0 * epochs)
+        model.learn_one(make_features(task, cand), 10.0 * epochs)  # twice the prior
+    cand = Candidate("a", {"lr": 0.1}, epochs=40, prior_seconds=200.0)
+    assert model.predict_one(make_features(task, cand)) == pytest.approx(400.0, rel=0.1)
+
+
+def test_accuracy_predictor_ranks_within_a_new_task() -> None:
+    model = AccuracyPredictor()
+    for x, acc, _ in _stream(300):
+        model.learn_one(x, acc)
+    task = TaskSpec("builtin:new", 100, {"num_samples": 4321.0, "num_classes": 10.0})
+    good = make_features(task, Candidate("b", {"lr": 0.1, "opt": "adam", "batch_size": 32}, epochs=5))
+    bad = make_features(task, Candidate("a", {"lr": 0.001, "opt": "sgd", "batch_size": 32}, epochs=1))
+    assert model.predict_one(good) > model.predict_one(bad)
