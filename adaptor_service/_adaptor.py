@@ -144,7 +144,23 @@ class Adaptor:
 
     def predict(self, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
         with self._lock:
-            return [self._predict_one(task, c) for c in candidates]
+            return self._predict_many(task, candidates)
+
+    def _predict_many(self, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
+        # One batch call per predictor: the service scores thousands of candidates per request.
+        xs = [make_features(task, c) for c in candidates]
+        accuracies = self._state.accuracy.predict_many(xs)
+        times = self._state.time.predict_many(xs)
+        return [Prediction(a, a_std, s, s_std) for (a, a_std), (s, s_std) in zip(accuracies, times, strict=True)]
+
+    def clone(self) -> Adaptor:
+        """An in-memory adaptor with a copy of what this one learned (for what-if runs)."""
+        with self._lock:
+            state = pickle.loads(pickle.dumps(self._state))
+        twin = Adaptor(MemoryStore(), self.candidate_space, pickle.loads(pickle.dumps(self.generator)),
+                       default_margin=self.default_margin)
+        twin._state = state
+        return twin
 
     def _predict_one(self, task: TaskSpec, candidate: Candidate) -> Prediction:
         x = make_features(task, candidate)
@@ -174,7 +190,8 @@ class Adaptor:
         if not candidates:
             raise InvalidArgument("there is no candidate to choose from")
         with self._lock:
-            scored = [ScoredCandidate(c, self._predict_one(task, c)) for c in candidates]
+            predictions = self._predict_many(task, candidates)
+            scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
             return self.generator.choose(task, scored, self.time_margin, top_k or 5)
 
     # ---- jobs -----------------------------------------------------------------------
