@@ -104,7 +104,8 @@ class LocalCluster:
             shutil.rmtree(self.home)
         self.home.mkdir(parents=True, exist_ok=True)
         try:
-            zoo = self._spawn("zoo", ["zoo_store.cli", "serve", "--address", self.zoo_address])
+            host, port = self.zoo_address.rsplit(":", 1)
+            zoo = self._spawn("zoo", ["zoo_store.cli", "serve", "--address", host, "--port", port])
             wait_serving(self.zoo_address, timeout, zoo)
             self.start_adaptor(timeout)
             for i in range(self.workers):

@@ -16,14 +16,10 @@ if TYPE_CHECKING:
 def load_pretrained(name: str, settings: WorkerSettings) -> torch.nn.Module:
     """Build zoo model ``name`` with its verified pretrained weights (source classifier)."""
     from clients._client import make_channel
-    from nasoa_api.v1 import zoo_pb2, zoo_pb2_grpc
-    from zoo_store import CheckpointCache, ZooEntry, create_model_from_entry, fetch_checkpoint
+    from zoo_store import CheckpointCache, create_model_from_entry, fetch_checkpoint
+    from zoo_store._client import get_remote_entry
 
-    metadata = [("authorization", f"Bearer {settings.token}")] if settings.token else []
     with make_channel(settings.zoo_address) as channel:
-        stub = zoo_pb2_grpc.ZooServiceStub(channel)
-        entry = ZooEntry.from_proto(
-            stub.GetModel(zoo_pb2.GetModelRequest(name=name), timeout=settings.rpc_timeout, metadata=metadata)
-        )
-        path = fetch_checkpoint(stub, entry, CheckpointCache(settings.cache_dir / "checkpoints"))
+        entry = get_remote_entry(channel, name, timeout=settings.rpc_timeout)
+        path = fetch_checkpoint(channel, name, CheckpointCache(settings.cache_dir / "checkpoints"), entry=entry)
     return create_model_from_entry(entry, pretrained=True, checkpoint_path=path)

@@ -91,6 +91,7 @@ class JobRunner:
         hp = candidate.hparams
         device = self._device()
         model = load_pretrained(candidate.model, self.settings)
+        loaded = time.monotonic() - start
         # The budget covers everything the worker does for the job, loading included.
         remaining = job.task.budget_seconds - (time.monotonic() - start)
         spec = FinetuneSpec(
@@ -138,7 +139,7 @@ class JobRunner:
             seconds=time.monotonic() - start,
             curve=curve,
             status="deadline" if result.stopped_by_deadline else "ok",
-            message=f"{result.epochs_completed} epoch(s) on {device}",
+            message=f"{result.epochs_completed} epoch(s) on {device}; model ready in {loaded:.1f}s",
         )
 
     def _report_result(self, client: object, observation: Observation) -> None:

@@ -32,7 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Decided without initialising CUDA in this (parent) process: children fork from it.
         device = "cuda" if os.path.exists("/dev/nvidia0") else "cpu"
     os.environ["NASOA_DEVICE"] = device
-    os.environ.setdefault("NASOA_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // args.concurrency)))
+    # One thread per job by default: the zoo's step times are profiled that way, and on a
+    # small shared machine more threads than free cores make steps erratically slow.
+    os.environ.setdefault("NASOA_TORCH_THREADS", "1")
 
     from worker._config import queue_for
     from worker.celery import app

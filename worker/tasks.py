@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+
+from celery.signals import worker_init
 
 from worker._config import TASK_NAME
 from worker.celery import app, settings
 
 log = logging.getLogger("nasoa.worker")
+
+
+@worker_init.connect
+def _preload(**_kwargs: object) -> None:
+    """Import the heavy modules once in the parent, so forked children start warm.
+
+    Only imports: CUDA and gRPC channels are created in the children, after the fork.
+    """
+    for module in ("torch", "torchvision", "nasoa_data", "zoo_store._registry", "worker._finetune", "worker._runner"):
+        importlib.import_module(module)
 
 
 @app.task(bind=True, name=TASK_NAME)
