@@ -7,6 +7,7 @@ NASOA_ADAPTOR_ADDRESS     address to bind, ``127.0.0.1:50051``
 NASOA_HOME                state directory of the embedded setup, ``~/.nasoa``
 NASOA_STORE_URL           ``sqlite:///$NASOA_HOME/adaptor.db``; or ``postgresql://...``
 NASOA_SNAPSHOT            River snapshot file, ``$NASOA_HOME/adaptor.snapshot``
+NASOA_SNAPSHOT_EVERY      observations between snapshots, ``20`` (the log covers the rest)
 NASOA_ZOO_ADDRESS         the zoo service whose models are the candidates, ``127.0.0.1:50052``
 NASOA_CANDIDATES          regime grid file, ``adaptor_service/candidates.toml``
 NASOA_POLICY              ``nasoa`` (default), ``random`` or ``fixed``
@@ -151,6 +152,7 @@ def adaptor_from_env() -> Adaptor:
         generator=make_generator(policy, seed=int(os.environ.get("NASOA_SEED", "0")), **options),
         dispatcher=dispatcher,
         snapshot_path=os.environ.get("NASOA_SNAPSHOT", str(home / "adaptor.snapshot")),
+        snapshot_every=int(os.environ.get("NASOA_SNAPSHOT_EVERY", "20")),
     )
 
 
