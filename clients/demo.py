@@ -38,12 +38,19 @@ def request_stream(n: int) -> list[tuple[str, float]]:
     return [(DATASETS[i % len(DATASETS)], BUDGETS[(i // len(DATASETS) + i) % len(BUDGETS)]) for i in range(n)]
 
 
+def short_regime(candidate: object) -> str:
+    """``etnas-z3 e5 b32 f0 lr0.003 sgd``: the plan in one table cell."""
+    hp = candidate.hparams  # type: ignore[attr-defined]
+    return (f"{candidate.model} e{candidate.epochs} b{hp.get('batch_size', '?')} "  # type: ignore[attr-defined]
+            f"f{hp.get('frozen_stages', '?')} lr{hp.get('lr', '?')} {hp.get('optimizer', '?')}")
+
+
 def run_stream(client: object, requests: Sequence[tuple[str, float]], out: object = sys.stdout) -> list[StreamRow]:
     from adaptor_service._types import TaskSpec
     from nasoa_data import compute_meta_features
 
     rows = []
-    header = (f"{'#':>2} {'dataset':22s} {'budget':>6s}  {'plan (model, regime)':58s} "
+    header = (f"{'#':>2} {'dataset':22s} {'budget':>6s}  {'plan: model epochs batch frozen lr opt':40s} "
               f"{'acc pred':>8s} {'acc':>6s} {'s pred':>7s} {'s':>6s}")
     print(header, file=out, flush=True)
     for i, (dataset, budget) in enumerate(requests, start=1):
@@ -56,7 +63,7 @@ def run_stream(client: object, requests: Sequence[tuple[str, float]], out: objec
         row = StreamRow(
             dataset=dataset,
             budget=budget,
-            plan=job.plan.candidate.describe(),
+            plan=short_regime(job.plan.candidate),
             predicted_accuracy=job.plan.prediction.accuracy,
             accuracy=result.accuracy if result else float("nan"),
             predicted_seconds=job.plan.prediction.seconds,
@@ -65,7 +72,7 @@ def run_stream(client: object, requests: Sequence[tuple[str, float]], out: objec
         )
         rows.append(row)
         flag = "" if row.state == "DONE" else f"  [{row.state}: {job.message}]"
-        print(f"{i:2d} {dataset.removeprefix('builtin:'):22s} {budget:5.0f}s  {row.plan[:58]:58s} "
+        print(f"{i:2d} {dataset.removeprefix('builtin:'):22s} {budget:5.0f}s  {row.plan[:40]:40s} "
               f"{row.predicted_accuracy:8.1f} {row.accuracy:6.1f} {row.predicted_seconds:7.1f} {row.seconds:6.1f}{flag}",
               file=out, flush=True)
     return rows
