@@ -283,6 +283,9 @@ class Adaptor:
     # ---- observations ---------------------------------------------------------------
     def job_started(self, job_id: str, worker: str = "") -> Job:
         job = self.get_job(job_id)
+        if job.state == JobState.RUNNING:
+            # At-least-once delivery: the broker handed the job to another worker.
+            return self._set_state(job_id, JobState.RUNNING, f"running again on {worker or 'a worker'} (redelivered)")
         if job.state != JobState.QUEUED:
             return job
         return self._set_state(job_id, JobState.RUNNING, f"running on {worker or 'a worker'}")
