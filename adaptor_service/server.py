@@ -13,6 +13,8 @@ NASOA_CANDIDATES          regime grid file, ``adaptor_service/candidates.toml``
 NASOA_POLICY              ``nasoa`` (default), ``random`` or ``fixed``
 NASOA_FIXED_MODEL         model of the ``fixed`` policy (default: the zoo's median by step time)
 NASOA_SEED                seed of the policy, ``0``
+NASOA_RISK_AVERSION       ``nasoa`` ranks by accuracy - k x its std; k, ``0.5``
+NASOA_EXPLORATION         probability of an optimistic (accuracy + std) pick, ``0`` = off
 NASOA_DISPATCH            ``celery`` (default) or ``none`` (plan and learn only)
 NASOA_TOKEN               when set, every call needs ``authorization: Bearer <token>``
 NASOA_TLS_CERT/KEY        PEM files: serve TLS instead of plaintext
@@ -143,7 +145,10 @@ def adaptor_from_env() -> Adaptor:
         raise SystemExit(f"nasoa-adaptor: NASOA_DISPATCH must be celery or none, got {dispatch!r}")
     policy = os.environ.get("NASOA_POLICY", "nasoa")
     options: dict[str, object] = {}
-    if policy == "fixed":
+    if policy == "nasoa":
+        options = {"risk_aversion": float(os.environ.get("NASOA_RISK_AVERSION", "0.5")),
+                   "exploration": float(os.environ.get("NASOA_EXPLORATION", "0"))}
+    elif policy == "fixed":
         options = {"model": os.environ.get("NASOA_FIXED_MODEL", "") or _median_model(models),
                    "hparams": dict(FIXED_DEFAULT_REGIME)}
     return Adaptor(

@@ -36,6 +36,24 @@ def cmd_live(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from benchmarks._replay import run_replay
+    from clients.cli import parse_budget
+
+    budgets = [parse_budget(b) for b in args.budgets.split(",") if b.strip()]
+    if not budgets:
+        raise ValueError("--budgets needs at least one budget, e.g. 0.5h,1h")
+    log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_replay(
+        args.table, budgets, orders=args.orders, seed=args.seed, folds=args.folds,
+        cold_start=not args.no_cold_start, png_path=args.png, progress=log,
+    )  # fmt: skip
+    print(result.to_json() if args.json else result.format_table())
+    if args.png and not args.json:
+        print(f"\nregret along the stream: {args.png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nasoa-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm", type=int, default=200, help="observations learned before timing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_service)
+
+    p = sub.add_parser("replay", help="replay real fine-tuning meta-data (QuickTune-extended by default)")
+    p.add_argument("--table", default="quicktune-extended",
+                   help="experience table (.csv/.jsonl), a QuickTune folder, or quicktune-extended")
+    p.add_argument("--budgets", default="0.5h,1h,4h,16h")
+    p.add_argument("--orders", type=int, default=3, help="shuffled orders of the request stream")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--no-cold-start", action="store_true", help="skip the cold-start stream")
+    p.add_argument("--png", default="replay_regret.png", help="where to draw regret along the stream")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("live", help="real fine-tuning stream through the service, per policy")
     p.add_argument("--requests", type=int, default=30)
