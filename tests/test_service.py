@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adaptor_service import Adaptor, CurvePoint, InvalidArgument, JobState, NotFound, Observation, TaskSpec
 from adaptor_service.server import make_server
-from clients._client import AdaptorClient, AuthenticationError
+from clients._client import AdaptorClient, AuthenticationError, ServiceUnavailable
 from nasoa_api.v1 import adaptor_pb2 as pb
 from nasoa_api.v1 import adaptor_pb2_grpc as pb_grpc
 
@@ -136,3 +136,27 @@ def test_watch_stream_ends_with_deadline(served, digits_task):
         with pytest.raises(grpc.RpcError) as err:
             list(stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), timeout=0.5))
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_tls_when_certificates_are_given(tmp_path, tiny_space, digits_task):
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    server, port, _ = make_server(adaptor, "127.0.0.1:0", tls=(cert.read_bytes(), key.read_bytes()))
+    server.start()
+    address = f"127.0.0.1:{port}"
+    try:
+        from clients._client import make_channel
+
+        with AdaptorClient(address, channel=make_channel(address, root_certificates=cert.read_bytes())) as client:
+            assert client.recommend(digits_task).candidate.model
+        with AdaptorClient(address, timeout=3, retries=0) as plaintext, pytest.raises(ServiceUnavailable):
+            plaintext.recommend(digits_task)
+    finally:
+        server.stop(0).wait()
