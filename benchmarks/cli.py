@@ -54,6 +54,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from benchmarks._zoo_bench import run_zoo_benchmark
+
+    log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_zoo_benchmark(args.run, rounds=args.rounds, retrain=args.retrain, progress=log)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{'baseline':20s} {'acc %':>6s} {'step ms':>8s}  {'zoo model':12s} {'acc %':>6s} {'step ms':>8s} {'ratio':>6s}")
+    for row in result["rows"]:
+        zoo = row.get("zoo_model") or "-"
+        print(f"{row['baseline']:20s} {row['baseline_accuracy']:6.1f} {row['baseline_step_ms']:8.1f}  "
+              f"{zoo:12s} {row.get('zoo_accuracy') or float('nan'):6.1f} {row.get('zoo_step_ms') or float('nan'):8.1f} "
+              f"{row.get('ratio') or float('nan'):5.1f}x")
+    print(f"every baseline >= {result.get('goal_ratio', 2.0)}x: {result['all_meet_goal']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nasoa-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", default="replay_regret.png", help="where to draw regret along the stream")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("zoo", help="zoo vs torchvision baselines: step time at equal proxy accuracy")
+    p.add_argument("--run", default=None, help="NAS run directory (default: the committed search run)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    p.add_argument("--retrain", action="store_true", help="proxy-train every model again in this process")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("live", help="real fine-tuning stream through the service, per policy")
     p.add_argument("--requests", type=int, default=30)
