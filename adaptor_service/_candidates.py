@@ -135,6 +135,19 @@ class CandidateSpace:
         eval_steps = math.ceil(n_test / batch_size) * epochs / 3.0
         return (steps + eval_steps) * step
 
+    def complete(self, task: TaskSpec, candidate: Candidate) -> Candidate:
+        """``candidate`` with its model's descriptors and physics prior, as the space makes them.
+
+        Past runs read from a log carry neither; completing them makes their features the
+        same as those of the service's own candidates. Unknown models are returned as given.
+        """
+        model = self.models.get(candidate.model)
+        if model is None:
+            return candidate
+        batch = int(candidate.hparams.get("batch_size", 64))
+        prior = self.prior_seconds(task, model, batch, candidate.epochs)
+        return Candidate(candidate.model, dict(candidate.hparams), candidate.epochs, model.features(), prior)
+
     def candidates(self, task: TaskSpec, models: Sequence[str] = ()) -> list[Candidate]:
         if models:
             self.check_models(models)

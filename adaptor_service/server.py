@@ -16,6 +16,8 @@ NASOA_SEED                seed of the policy, ``0``
 NASOA_RISK_AVERSION       ``nasoa`` ranks by accuracy - k x its std; k, ``0.5``
 NASOA_EXPLORATION         probability of an optimistic (accuracy + std) pick, ``0`` = off
 NASOA_DISPATCH            ``celery`` (default) or ``none`` (plan and learn only)
+NASOA_WARM_START          experience table (.jsonl/.csv, docs/EXPERIENCE_FORMAT.md) learned
+                          at start; its runs are recorded once, so restarts do not relearn
 NASOA_TOKEN               when set, every call needs ``authorization: Bearer <token>``
 NASOA_TLS_CERT/KEY        PEM files: serve TLS instead of plaintext
 NASOA_REFLECTION          ``1`` registers gRPC server reflection
@@ -161,6 +163,25 @@ def adaptor_from_env() -> Adaptor:
     )
 
 
+def warm_start_from_file(adaptor: Adaptor, path: str) -> int:
+    """Learn the runs of an experience table (docs/EXPERIENCE_FORMAT.md); idempotent by run.
+
+    Each run's candidate gets the descriptors and physics prior of its zoo model, so that
+    past runs and the service's own jobs share one feature space.
+    """
+    from dataclasses import replace
+
+    from benchmarks._experience import read_table, runs_to_observations
+
+    observations = runs_to_observations(read_table(path).runs)
+    space = adaptor.candidate_space
+    if space is not None:
+        observations = [replace(o, candidate=space.complete(o.task, o.candidate)) for o in observations]
+    learned = adaptor.warm_start(observations)
+    log.info("warm start from %s: %d runs, %d new", path, len(observations), learned)
+    return learned
+
+
 def serve(adaptor: Adaptor, address: str, grace: float = 10.0) -> None:
     """Serve until SIGTERM/SIGINT: health turns NOT_SERVING, calls drain, snapshot flushed."""
     tls = None
@@ -205,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         adaptor = adaptor_from_env()
+        if os.environ.get("NASOA_WARM_START"):
+            warm_start_from_file(adaptor, os.environ["NASOA_WARM_START"])
     except (ValueError, LookupError, OSError) as exc:
         print(f"nasoa-adaptor: {exc}", file=sys.stderr)
         return 2

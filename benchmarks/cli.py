@@ -72,6 +72,15 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from benchmarks._collect import DEFAULT_DATASETS, collect_experience
+
+    datasets = args.dataset or list(DEFAULT_DATASETS)
+    table = collect_experience(args.out, datasets, args.runs, args.max_prior_seconds, args.seed)
+    print(f"{len(table.runs)} runs written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nasoa-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="proxy-train every model again in this process")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("collect", help="fine-tune random candidates for real; write an experience table")
+    p.add_argument("--out", required=True, help="experience table to write (.jsonl or .csv)")
+    p.add_argument("--dataset", action="append", help="dataset URI (repeatable; default: three built-in subsets)")
+    p.add_argument("--runs", type=int, default=16, help="runs per dataset")
+    p.add_argument("--max-prior-seconds", type=float, default=20.0, help="skip candidates estimated slower")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("live", help="real fine-tuning stream through the service, per policy")
     p.add_argument("--requests", type=int, default=30)

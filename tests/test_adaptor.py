@@ -147,3 +147,26 @@ def test_predictors_survive_pickle(tiny_space, digits_task):
         x = make_features(digits_task, c)
         assert state.accuracy.predict_dist(x) == adaptor._state.accuracy.predict_dist(x)
         assert state.time.predict_dist(x) == adaptor._state.time.predict_dist(x)
+
+
+def test_warm_start_from_an_experience_file_is_idempotent(tmp_path, tiny_space, digits_task):
+    from adaptor_service.server import warm_start_from_file
+    from benchmarks._experience import ExperienceRun, ExperienceTable, write_jsonl
+
+    meta = dict(digits_task.meta_features)
+    runs = [
+        ExperienceRun("past-digits", f"r{i}", "small", meta, {"lr": 0.01 * (i + 1), "batch_size": 64, "optimizer": "sgd"},
+                      (CurvePoint(1, 50.0 + i, 2.0), CurvePoint(2, 60.0 + i, 4.0)))
+        for i in range(5)
+    ]
+    path = tmp_path / "past.jsonl"
+    write_jsonl(ExperienceTable(tuple(runs)), path)
+    adaptor = Adaptor(open_store(f"sqlite:///{tmp_path / 'a.db'}"), tiny_space)
+    before = adaptor.predict(digits_task, tiny_space.candidates(digits_task)[:3])
+    assert warm_start_from_file(adaptor, str(path)) == 5
+    assert adaptor.predict(digits_task, tiny_space.candidates(digits_task)[:3]) != before
+    assert warm_start_from_file(adaptor, str(path)) == 0  # a restart does not learn them twice
+    assert adaptor.stats().observations == 5
+    # Past runs get the same features as the service's own candidates.
+    logged = [o for _, o in adaptor.store.observations_after(0)]
+    assert logged[0].candidate.prior_seconds is not None and logged[0].candidate.model_features
