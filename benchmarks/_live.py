@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from clients.demo import StreamRow, request_stream, run_stream, summarize
+from clients.demo import EXPERIENCE, StreamRow, request_stream, run_stream, summarize
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ def run_live_benchmark(
     policies: Sequence[str] = ("nasoa", "fixed", "random"),
     home: str | Path = "var/bench-live",
     progress: Callable[[str], None] = print,
+    experience: str | Path | None = EXPERIENCE,
 ) -> list[LivePolicyResult]:
     from clients.local_cluster import LocalCluster
 
@@ -36,7 +37,8 @@ def run_live_benchmark(
     results = []
     for policy in policies:
         progress(f"\n== policy {policy}: {requests} requests ==")
-        with LocalCluster(Path(home) / policy, policy=policy, fresh=True) as cluster:
+        # Every policy's adaptor starts from the same experience: only the choice differs.
+        with LocalCluster(Path(home) / policy, policy=policy, fresh=True, warm_start=experience) as cluster:
             rows = run_stream(cluster.client(timeout=60), stream)
         results.append(LivePolicyResult(policy, summarize(rows), rows))
     return results

@@ -13,6 +13,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from clients.demo import EXPERIENCE
+
 
 def cmd_service(args: argparse.Namespace) -> int:
     from benchmarks._service_bench import format_service_result, run_service_benchmark
@@ -31,7 +33,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown policies {unknown}: choose among nasoa, fixed, random")
     log = (lambda _m: None) if args.json else print
-    results = run_live_benchmark(args.requests, policies, args.home, progress=log)
+    results = run_live_benchmark(args.requests, policies, args.home, progress=log, experience=args.experience or None)
     print(live_json(results) if args.json else "\n" + format_live(results))
     return 0
 
@@ -123,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=30)
     p.add_argument("--policies", default="nasoa,fixed,random")
     p.add_argument("--home", default="var/bench-live")
+    p.add_argument("--experience", default=str(EXPERIENCE),
+                   help="experience table every policy's adaptor starts from ('' for a cold start)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_live)
 

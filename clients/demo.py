@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATASETS = ("builtin:digits", "builtin:shapes", "builtin:fashion-mnist")
+# Past jobs on other subsets of the built-in sources (nasoa-bench collect): the adaptor starts
+# from this experience, as NASOA's predictor starts from the experience of past tasks.
+EXPERIENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "experience-builtin.jsonl"
 BUDGETS = (10.0, 20.0, 30.0, 45.0, 60.0, 15.0)
 
 
@@ -113,15 +116,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nasoa-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=12, help="length of the stream (default %(default)s)")
     parser.add_argument("--home", default=os.environ.get("NASOA_HOME", "var/demo"), help="state directory")
+    parser.add_argument("--experience", default=str(EXPERIENCE),
+                        help="experience table to warm-start from ('' for a cold start; default %(default)s)")
     args = parser.parse_args(argv)
     if args.requests < 1:
         parser.error("--requests must be >= 1")
     from clients.local_cluster import LocalCluster
 
     broker = os.environ.get("NASOA_BROKER_URL", "")
-    print(f"starting zoo, adaptor and one worker (broker: {broker or 'embedded'}, state: {args.home})", flush=True)
+    warm = args.experience or None
+    print(f"starting zoo, adaptor and one worker (broker: {broker or 'embedded'}, state: {args.home}, "
+          f"warm start: {warm or 'none'})", flush=True)
     started = time.monotonic()
-    with LocalCluster(Path(args.home), fresh=True) as cluster:
+    with LocalCluster(Path(args.home), fresh=True, warm_start=warm) as cluster:
         print(f"services up in {time.monotonic() - started:.1f}s; logs in {cluster.log_dir}\n", flush=True)
         client = cluster.client()
         rows = run_stream(client, request_stream(args.requests))

@@ -63,6 +63,7 @@ class LocalCluster:
         fresh: bool = False,
         env: dict[str, str] | None = None,
         log_dir: str | os.PathLike[str] | None = None,
+        warm_start: str | os.PathLike[str] | None = None,
     ) -> None:
         self.home = Path(home).resolve()
         self.broker_url = broker_url if broker_url is not None else os.environ.get("NASOA_BROKER_URL", "")
@@ -70,6 +71,8 @@ class LocalCluster:
         self.policy = policy
         self.fresh = fresh
         self.extra_env = dict(env or {})
+        if warm_start is not None:
+            self.extra_env["NASOA_WARM_START"] = str(Path(warm_start).resolve())
         self.log_dir = Path(log_dir) if log_dir else self.home / "logs"
         self.adaptor_address = f"127.0.0.1:{free_port()}"
         self.zoo_address = f"127.0.0.1:{free_port()}"
