@@ -81,6 +81,15 @@ class TaskSpec:
         if not self.device_class:
             object.__setattr__(self, "device_class", "cpu")
 
+    # Mapping proxies keep the fields read-only but neither hash nor pickle: do both by value.
+    def __hash__(self) -> int:
+        return hash((self.dataset_uri, self.budget_seconds, tuple(self.meta_features.items()), self.task_id,
+                     self.device_class))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (TaskSpec, (self.dataset_uri, self.budget_seconds, dict(self.meta_features), self.task_id,
+                           self.device_class))
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -105,6 +114,13 @@ class Candidate:
         object.__setattr__(self, "epochs", int(self.epochs))
         object.__setattr__(self, "hparams", _frozen(self.hparams))
         object.__setattr__(self, "model_features", _frozen(self.model_features))
+
+    def __hash__(self) -> int:
+        return hash((self.key, tuple(self.model_features.items()), self.prior_seconds))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Candidate, (self.model, dict(self.hparams), self.epochs, dict(self.model_features),
+                            self.prior_seconds))
 
     @property
     def key(self) -> str:

@@ -160,3 +160,25 @@ def test_tls_when_certificates_are_given(tmp_path, tiny_space, digits_task):
             plaintext.recommend(digits_task)
     finally:
         server.stop(0).wait()
+
+
+def test_reflection_only_when_asked(tiny_space):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    for enabled in (False, True):
+        server, port, _ = make_server(Adaptor.in_memory(candidate_space=tiny_space), "127.0.0.1:0", reflection=enabled)
+        server.start()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+                request = reflection_pb2.ServerReflectionRequest(list_services="")
+                if enabled:
+                    reply = next(stub.ServerReflectionInfo(iter([request]), timeout=5))
+                    names = {s.name for s in reply.list_services_response.service}
+                    assert "nasoa.v1.AdaptorService" in names
+                else:
+                    with pytest.raises(grpc.RpcError) as err:
+                        next(stub.ServerReflectionInfo(iter([request]), timeout=5))
+                    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        finally:
+            server.stop(0).wait()

@@ -1,0 +1,106 @@
+"""Common checks over every schedule generator (River's check_estimator, for our policies)."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+
+from adaptor_service import (
+    Candidate,
+    FixedDefaultGenerator,
+    OneShotGenerator,
+    Prediction,
+    RandomGenerator,
+    ScoredCandidate,
+    TaskSpec,
+    make_generator,
+)
+
+GENERATORS = [
+    lambda seed: OneShotGenerator(seed=seed),
+    lambda seed: OneShotGenerator(risk_aversion=1.0, exploration=0.5, seed=seed),
+    lambda seed: RandomGenerator(seed=seed),
+    lambda seed: FixedDefaultGenerator(model="m1", hparams={"lr": 0.01}),
+]
+IDS = ["nasoa", "nasoa-exploring", "random", "fixed"]
+
+
+def _scored() -> list[ScoredCandidate]:
+    out = []
+    for i in range(30):
+        c = Candidate(f"m{i % 3}", {"lr": [0.01, 0.1][i % 2]}, epochs=1 + i % 5)
+        out.append(ScoredCandidate(c, Prediction(40 + (i * 7) % 50, 1 + i % 4, 2.0 + i, 0.5)))
+    return out
+
+
+def _tasks() -> list[TaskSpec]:
+    return [TaskSpec("builtin:digits", b) for b in (5, 12, 20, 40, 3, 25, 60, 8)]
+
+
+def _choices(generator) -> list[str]:
+    scored = _scored()
+    return [generator.choose(t, scored, time_margin=1.2).candidate.key for t in _tasks()]
+
+
+@pytest.mark.parametrize("make", GENERATORS, ids=IDS)
+def test_deterministic_for_a_seed(make):
+    assert _choices(make(7)) == _choices(make(7))
+
+
+@pytest.mark.parametrize("make", GENERATORS, ids=IDS)
+def test_pickle_and_deepcopy_keep_behaviour(make):
+    generator = make(3)
+    _choices(generator)  # advance any internal random state
+    for twin in (pickle.loads(pickle.dumps(generator)), copy.deepcopy(generator)):
+        assert _choices(twin) == _choices(copy.deepcopy(generator))
+
+
+@pytest.mark.parametrize("make", GENERATORS, ids=IDS)
+def test_init_arguments_are_stored_as_given(make):
+    generator = make(5)
+    params = {k: v for k, v in vars(generator).items() if not k.startswith("_")}
+    assert params, "a generator keeps its init arguments as attributes"
+    assert type(generator)(**params).__dict__.keys() == generator.__dict__.keys()
+
+
+@pytest.mark.parametrize("make", GENERATORS, ids=IDS)
+def test_plan_is_a_candidate_and_inputs_are_untouched(make):
+    scored = _scored()
+    before = copy.deepcopy(scored)
+    for task in _tasks():
+        plan = make(0).choose(task, scored, time_margin=1.2, top_k=4)
+        assert plan.candidate in [s.candidate for s in scored]
+        assert len(plan.alternatives) <= 4
+        fits = any(s.prediction.seconds * 1.2 <= task.budget_seconds for s in scored)
+        assert plan.feasible == (plan.prediction.seconds * 1.2 <= task.budget_seconds)
+        if fits and not isinstance(make(0), FixedDefaultGenerator):
+            assert plan.feasible
+    assert scored == before
+
+
+def test_one_shot_picks_the_best_risk_adjusted_fit():
+    scored = _scored()
+    task = TaskSpec("builtin:digits", 20)
+    plan = OneShotGenerator(risk_aversion=0.5).choose(task, scored, time_margin=1.0)
+    fitting = [s for s in scored if s.prediction.seconds <= 20]
+    best = max(fitting, key=lambda s: s.prediction.accuracy - 0.5 * s.prediction.accuracy_std)
+    assert plan.candidate == best.candidate
+    assert all("lower" in a.reason or "exceeds the budget" in a.reason for a in plan.alternatives)
+
+
+def test_exploration_can_be_switched_off():
+    scored = _scored()
+    off = [OneShotGenerator(exploration=0.0, seed=s).choose(TaskSpec("d", 30), scored, 1.0).candidate for s in range(5)]
+    assert len(set(off)) == 1
+
+
+def test_fixed_uses_its_model_and_most_epochs_that_fit():
+    plan = FixedDefaultGenerator(model="m1", hparams={"lr": 0.01}).choose(TaskSpec("d", 30), _scored(), 1.0)
+    assert plan.candidate.model == "m1" and plan.candidate.hparams["lr"] == 0.01
+
+
+def test_unknown_policy_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown policy 'bohb': choose nasoa, random or fixed"):
+        make_generator("bohb")
