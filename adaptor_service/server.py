@@ -11,7 +11,7 @@ NASOA_SNAPSHOT_EVERY      observations between snapshots, ``20`` (the log covers
 NASOA_ZOO_ADDRESS         the zoo service whose models are the candidates, ``127.0.0.1:50052``
 NASOA_CANDIDATES          regime grid file, ``adaptor_service/candidates.toml``
 NASOA_POLICY              ``nasoa`` (default), ``random`` or ``fixed``
-NASOA_FIXED_MODEL         model of the ``fixed`` policy (default: the zoo's median by step time)
+NASOA_FIXED_MODEL         model of the ``fixed`` policy (default: the zoo's median by CPU step time)
 NASOA_SEED                seed of the policy, ``0``
 NASOA_RISK_AVERSION       ``nasoa`` ranks by accuracy - k x its std; k, ``0.5``
 NASOA_EXPLORATION         probability of an optimistic (accuracy + std) pick, ``0`` = off
@@ -123,8 +123,9 @@ def models_from_zoo(address: str, timeout: float = 60.0, token: str = "") -> lis
 FIXED_DEFAULT_REGIME = {"lr": 0.01, "batch_size": 64, "frozen_stages": 0, "optimizer": "sgd"}
 
 
-def _median_model(models: list[ModelInfo]) -> str:
-    ranked = sorted(models, key=lambda m: min(m.step_time_ms.values(), default=0.0))
+def _median_model(models: list[ModelInfo], device_class: str = "cpu") -> str:
+    """The zoo's median model by measured step time on ``device_class``."""
+    ranked = sorted(models, key=lambda m: (m.step_time_ms.get(device_class, float("inf")), m.name))
     return ranked[len(ranked) // 2].name
 
 
