@@ -25,7 +25,7 @@ import river
 from river import metrics, stats
 
 from adaptor_service._candidates import CandidateSpace
-from adaptor_service._predictors import AccuracyPredictor, TimePredictor, make_features
+from adaptor_service._predictors import AccuracyPredictor, TimePredictor, make_features, make_features_many
 from adaptor_service._schedulers import OneShotGenerator, ScheduleGenerator, ScoredCandidate
 from adaptor_service._stores import JobStore, MemoryStore
 from adaptor_service._types import (
@@ -148,8 +148,8 @@ class Adaptor:
 
     def _predict_many(self, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
         # One batch call per predictor: the service scores thousands of candidates per request.
-        xs = [make_features(task, c) for c in candidates]
-        accuracies = self._state.accuracy.predict_many(xs)
+        xs = make_features_many(task, candidates)
+        accuracies = self._state.accuracy.predict_many(xs, same_task=True)
         times = self._state.time.predict_many(xs)
         return [Prediction(a, a_std, s, s_std) for (a, a_std), (s, s_std) in zip(accuracies, times, strict=True)]
 

@@ -110,9 +110,13 @@ class CandidateSpace:
     def __init__(self, models: Sequence[ModelInfo], grid: RegimeGrid | None = None) -> None:
         self.models = {m.name: m for m in models}
         self.grid = grid or RegimeGrid()
+        self._regimes = list(self.grid.regimes())
+        # Candidates depend on the task only through its size and device: requests of one
+        # dataset reuse them (a few thousand frozen dataclasses cost tens of ms to build).
+        self._cache: dict[tuple[object, ...], list[Candidate]] = {}
 
     def __len__(self) -> int:
-        return len(list(self.grid.regimes())) * len(self.models)
+        return len(self._regimes) * len(self.models)
 
     def model_names(self) -> list[str]:
         return sorted(self.models)
@@ -129,7 +133,7 @@ class CandidateSpace:
         n_train = task.meta_features.get("num_samples")
         if step is None or not n_train:
             return None
-        n_test = task.meta_features.get("num_test_samples", 0.25 * n_train)
+        n_test = task.meta_features.get("num_test", 0.25 * n_train)
         steps = math.ceil(n_train / batch_size) * epochs
         # Evaluation after each epoch: a forward pass costs about a third of a training step.
         eval_steps = math.ceil(n_test / batch_size) * epochs / 3.0
@@ -151,11 +155,21 @@ class CandidateSpace:
     def candidates(self, task: TaskSpec, models: Sequence[str] = ()) -> list[Candidate]:
         if models:
             self.check_models(models)
+        meta = task.meta_features
+        key = (task.device_class, meta.get("num_samples"), meta.get("num_test"), tuple(models))
+        cached = self._cache.get(key)
+        if cached is None:
+            if len(self._cache) >= 256:
+                self._cache.clear()
+            cached = self._cache[key] = self._build(task, models)
+        return list(cached)
+
+    def _build(self, task: TaskSpec, models: Sequence[str]) -> list[Candidate]:
         chosen = [self.models[n] for n in (models or self.model_names())]
         out = []
         for model in chosen:
             feats = model.features()
-            for hp, epochs in self.grid.regimes():
+            for hp, epochs in self._regimes:
                 if int(hp["frozen_stages"]) >= model.num_stages:
                     continue
                 prior = self.prior_seconds(task, model, int(hp["batch_size"]), epochs)

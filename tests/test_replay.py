@@ -170,3 +170,15 @@ def test_accuracy_predictor_ranks_within_a_new_task() -> None:
     good = make_features(task, Candidate("b", {"lr": 0.1, "opt": "adam", "batch_size": 32}, epochs=5))
     bad = make_features(task, Candidate("a", {"lr": 0.001, "opt": "sgd", "batch_size": 32}, epochs=1))
     assert model.predict_one(good) > model.predict_one(bad)
+
+
+@needs_data
+def test_predictor_lab_runs_the_protocol(small_table) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks._predictor_lab import CONFIGS, run_lab
+
+    result = run_lab(CONFIGS["default"], small_table, budgets=[1800.0, 14400.0], folds=3, use_folds=[0], orders=2)
+    n = sum(len(v) for v in result.first.values()) + sum(len(v) for v in result.repeat.values())
+    assert n == 1 * 2 * 2  # one held-out task x budgets x orders
+    assert sum(len(v) for v in result.first.values()) == 2  # one first visit per order
+    assert math.isfinite(result.all_mean()) and result.all_mean() >= 0
+    assert result.time_log_errors and "first" in result.line()
