@@ -270,7 +270,8 @@ class BatchRefitRegressor(base.Regressor):
     at least ``min_samples``), scikit-learn's ``HistGradientBoostingRegressor`` is refit on
     the whole buffer. The geometric schedule keeps the total fitting cost within
     ``growth / (growth - 1)`` times one fit on all the data; between refits, predictions
-    come from the last fit. Until the first fit, ``starter`` (an online River regressor,
+    come from the last fit; below ``small_buffer`` samples, a refit comes at least every
+    ``max_stale`` samples (small fits are cheap). Until the first fit, ``starter`` (an online River regressor,
     cloned) learns every sample and makes the predictions (``None``: the running mean), so a
     cold service learns from its first observations. With ``n_members > 1`` the extra members are fit on bootstrap
     resamples and the spread of their predictions is the model's uncertainty.
@@ -298,6 +299,8 @@ class BatchRefitRegressor(base.Regressor):
         n_members: int = 1,
         starter: base.Regressor | None = None,
         seed: int = 0,
+        small_buffer: int = 2048,
+        max_stale: int = 32,
     ) -> None:
         self.max_iter = max_iter
         self.learning_rate = learning_rate
@@ -309,6 +312,8 @@ class BatchRefitRegressor(base.Regressor):
         self.n_members = n_members
         self.starter = starter
         self.seed = seed
+        self.small_buffer = small_buffer
+        self.max_stale = max_stale
         self._starter = starter.clone() if starter is not None else None
         self._index = FeatureIndex()
         self._xs: list[dict[str, float]] = []
@@ -353,7 +358,12 @@ class BatchRefitRegressor(base.Regressor):
         if len(self._ys) >= self._next_fit:
             self._score_pending()
             self._refit()
-            self._next_fit = max(len(self._ys) + 1, math.ceil(len(self._ys) * self.growth))
+            n = len(self._ys)
+            self._next_fit = max(n + 1, math.ceil(n * self.growth))
+            if n < self.small_buffer:
+                # Small data: refits are cheap, and a model stale for many jobs keeps making the
+                # same wrong pick (a one-shot choice learns only from what it tried).
+                self._next_fit = min(self._next_fit, n + self.max_stale)
 
     def _refit(self) -> None:
         from sklearn.ensemble import HistGradientBoostingRegressor  # lazy: heavy import
