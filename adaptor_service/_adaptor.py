@@ -271,10 +271,9 @@ class Adaptor:
             for event in events:
                 seq = event.seq
                 yield event
-            if not events and self.store.get_job(job_id).state.finished:
-                # One more read: the finishing event may have landed after the last one.
-                if not self.store.events_after(job_id, seq):
-                    return
+            # One more read when finished: the finishing event may have landed after the last one.
+            if not events and self.store.get_job(job_id).state.finished and not self.store.events_after(job_id, seq):
+                return
             if alive is not None and not alive():  # type: ignore[operator]
                 return
             with self._changed:

@@ -400,7 +400,7 @@ class Trajectory:
 
     def time_to_reach(self, accuracy: float) -> float:
         """Seconds until the best accuracy is >= ``accuracy`` (inf if never)."""
-        for seconds, best in zip(self.seconds, self.best):
+        for seconds, best in zip(self.seconds, self.best, strict=True):
             if best >= accuracy:
                 return seconds
         return math.inf

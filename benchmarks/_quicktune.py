@@ -46,7 +46,7 @@ def _read_hparams(path: Path) -> dict[str, tuple[str, dict[str, HParamValue]]]:
                 )
             run_id = cells[0]
             hparams: dict[str, HParamValue] = {}
-            for column, cell in zip(header[1:], cells[1:]):
+            for column, cell in zip(header[1:], cells[1:], strict=False):
                 if column.startswith("cat:"):
                     _, name, value = column.split(":", 2)
                     if cell.strip() in ("1", "1.0", "True"):
@@ -83,7 +83,7 @@ def load_quicktune(
     configs = _read_hparams(root / "table.csv")
     runs = []
     for task_id in sorted(k for k in perf if k != "info"):
-        meta = dict(zip(META_FEATURE_NAMES, map(float, descriptors[task_id])))
+        meta = dict(zip(META_FEATURE_NAMES, map(float, descriptors[task_id]), strict=True))
         for run_id, accuracies in perf[task_id].items():
             if len(accuracies) < min_epochs:
                 continue
@@ -96,7 +96,7 @@ def load_quicktune(
             model, hparams = configs[run_id]
             total = 0.0
             curve = []
-            for epoch, (acc, sec) in enumerate(zip(accuracies, seconds), start=1):
+            for epoch, (acc, sec) in enumerate(zip(accuracies, seconds, strict=False), start=1):
                 total += float(sec)
                 # a few values exceed 100 by float noise (100.00000036): clamp them
                 curve.append(CurvePoint(epoch, min(100.0, max(0.0, float(acc))), total))

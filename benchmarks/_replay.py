@@ -74,7 +74,7 @@ def parse_budget(text: str) -> float:
     """
     text = text.strip().lower()
     units = {"h": 3600.0, "m": 60.0, "s": 1.0}
-    factor = units.get(text[-1:], None)
+    factor = units.get(text[-1:])
     number = text[:-1] if factor is not None else text
     try:
         value = float(number) * (factor or 1.0)
@@ -272,7 +272,7 @@ class ReplayResult:
 
         streams = [s for s in ("warm", "cold") if any(r.stream == s for r in self.records)]
         fig, axes = plt.subplots(1, len(streams), figsize=(6 * len(streams), 4), squeeze=False)
-        for ax, stream in zip(axes[0], streams):
+        for ax, stream in zip(axes[0], streams, strict=True):
             for policy in dict.fromkeys(r.policy for r in self.records):
                 recs = [r for r in self.records if r.stream == stream and r.policy == policy]
                 if not recs or policy == "oracle":
@@ -419,7 +419,7 @@ def _summaries(records: Sequence[RequestRecord], budgets: Sequence[float]) -> li
             per_budget.append(summary)
             out.append(summary)
         # "mean" row: average of the per-budget figures (each budget weighs the same)
-        def avg(attr: str) -> float:
+        def avg(attr: str, per_budget: list = per_budget) -> float:  # type: ignore[type-arg]
             vals = [getattr(s, attr) for s in per_budget if not math.isnan(getattr(s, attr))]
             return _mean(vals)
 

@@ -46,7 +46,7 @@ def test_round_trip(tmp_path: Path, suffix: str) -> None:
     (write_csv if suffix == ".csv" else write_jsonl)(table, path)
     back = read_table(path)
     assert [(r.task_id, r.run_id) for r in back.runs] == [(r.task_id, r.run_id) for r in table.runs]
-    for a, b in zip(back.runs, table.runs):
+    for a, b in zip(back.runs, table.runs, strict=True):
         assert a.model == b.model
         assert dict(a.meta) == dict(b.meta)
         assert dict(a.hparams) == dict(b.hparams)
@@ -146,5 +146,5 @@ def test_quicktune_loader_counts() -> None:
     assert "model" not in run.hparams and isinstance(run.hparams["opt"], str)
     assert all(not k.startswith("cat:") for k in run.hparams)
     assert all(len(r.curve) >= 2 for r in table.runs)
-    assert all(b.seconds >= a.seconds for r in table.runs for a, b in zip(r.curve, r.curve[1:]))
+    assert all(b.seconds >= a.seconds for r in table.runs for a, b in zip(r.curve, r.curve[1:], strict=False))
     assert len(load_quicktune(min_epochs=1)) == 4665

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adaptor_service import Adaptor, CurvePoint, InvalidArgument, JobState, NotFound, Observation, TaskSpec
+from adaptor_service import Adaptor, CurvePoint, InvalidArgument, JobState, NotFound, Observation
 from adaptor_service.server import make_server
 from clients._client import AdaptorClient, AuthenticationError, ServiceUnavailable
 from nasoa_api.v1 import adaptor_pb2 as pb
@@ -73,9 +73,8 @@ def test_duplicate_observe_changes_nothing(served, digits_task):
 
 def test_external_result_needs_task_and_candidate(served, digits_task):
     _, address = served
-    with AdaptorClient(address) as client:
-        with pytest.raises(NotFound, match="must carry its task and candidate"):
-            client.observe_requests([pb.ObserveRequest(job_id="ext-1", result=pb.Result(accuracy=50, seconds=3))])
+    with AdaptorClient(address) as client, pytest.raises(NotFound, match="must carry its task and candidate"):
+        client.observe_requests([pb.ObserveRequest(job_id="ext-1", result=pb.Result(accuracy=50, seconds=3))])
 
 
 @pytest.mark.parametrize(
