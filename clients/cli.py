@@ -71,8 +71,9 @@ def _plan_lines(plan: Any) -> list[str]:
 
 
 def _job_dict(job: Any) -> dict[str, Any]:
-    from adaptor_service import _convert as convert
     from google.protobuf import json_format
+
+    from adaptor_service import _convert as convert
 
     return json_format.MessageToDict(convert.job_to_pb(job), preserving_proto_field_name=True)
 
@@ -118,8 +119,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     with _client(args) as client:
         plan = client.recommend(task, models=args.model or [], top_k=args.top_k)
     if args.json:
-        from adaptor_service import _convert as convert
         from google.protobuf import json_format
+
+        from adaptor_service import _convert as convert
 
         print(json.dumps(json_format.MessageToDict(convert.plan_to_pb(plan), preserving_proto_field_name=True), indent=2))
         return 0
