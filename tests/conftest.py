@@ -64,3 +64,18 @@ def digits_task():
     from adaptor_service import TaskSpec
 
     return TaskSpec("builtin:digits", 30.0, {"num_samples": 1347.0, "num_classes": 10.0})
+
+
+@pytest.fixture
+def served(tiny_space):
+    """A real adaptor gRPC server on a free port (in-memory store, no dispatcher)."""
+    from adaptor_service import Adaptor
+    from adaptor_service.server import make_server
+
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    server, port, _ = make_server(adaptor, "127.0.0.1:0")
+    server.start()
+    try:
+        yield adaptor, f"127.0.0.1:{port}"
+    finally:
+        server.stop(0).wait()

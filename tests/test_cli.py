@@ -8,20 +8,6 @@ import sys
 
 import pytest
 
-from adaptor_service import Adaptor
-from adaptor_service.server import make_server
-
-
-@pytest.fixture
-def adaptor_address(tiny_space):
-    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
-    server, port, _ = make_server(adaptor, "127.0.0.1:0")
-    server.start()
-    try:
-        yield adaptor, f"127.0.0.1:{port}"
-    finally:
-        server.stop(0).wait()
-
 
 def nasoa_submit(*args: str, address: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, NASOA_ADAPTOR_ADDRESS=address)
@@ -40,8 +26,8 @@ def nasoa_submit(*args: str, address: str) -> subprocess.CompletedProcess[str]:
         (["submit", "builtin:nope", "--budget", "30s"], "builtin:nope"),
     ],
 )
-def test_user_errors_get_one_line_and_nothing_is_queued(adaptor_address, args, message):
-    adaptor, address = adaptor_address
+def test_user_errors_get_one_line_and_nothing_is_queued(served, args, message):
+    adaptor, address = served
     proc = nasoa_submit(*args, address=address)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
@@ -50,8 +36,8 @@ def test_user_errors_get_one_line_and_nothing_is_queued(adaptor_address, args, m
     assert adaptor.list_jobs() == []
 
 
-def test_plan_and_status(adaptor_address):
-    adaptor, address = adaptor_address
+def test_plan_and_status(served):
+    adaptor, address = served
     proc = nasoa_submit("plan", "builtin:digits", "--budget", "30s", address=address)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("plan (nasoa): ")

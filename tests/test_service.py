@@ -15,17 +15,6 @@ from nasoa_api.v1 import adaptor_pb2 as pb
 from nasoa_api.v1 import adaptor_pb2_grpc as pb_grpc
 
 
-@pytest.fixture
-def served(tiny_space):
-    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
-    server, port, health = make_server(adaptor, "127.0.0.1:0")
-    server.start()
-    try:
-        yield adaptor, f"127.0.0.1:{port}"
-    finally:
-        server.stop(0).wait()
-
-
 def _finish(client: AdaptorClient, job, accuracy: float = 88.0, seconds: float = 5.0) -> None:
     c = job.plan.candidate
     client.observe([Observation(job.job_id, job.task, c, accuracy, seconds, (CurvePoint(c.epochs, accuracy, seconds),))])
