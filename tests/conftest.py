@@ -79,3 +79,14 @@ def served(tiny_space):
         yield adaptor, f"127.0.0.1:{port}"
     finally:
         server.stop(0).wait()
+
+
+@pytest.fixture(scope="session")
+def quicktune_data():
+    """The real QuickTune-extended meta-data, part of the test environment (../shared/data)."""
+    from benchmarks._quicktune import DEFAULT_QUICKTUNE_DIR
+
+    assert DEFAULT_QUICKTUNE_DIR.is_dir(), (
+        f"QuickTune-extended data not found at {DEFAULT_QUICKTUNE_DIR}: set NASOA_QUICKTUNE_DIR"
+    )
+    return DEFAULT_QUICKTUNE_DIR

@@ -19,7 +19,7 @@ from benchmarks._experience import (
     write_csv,
     write_jsonl,
 )
-from benchmarks._quicktune import DEFAULT_QUICKTUNE_DIR, load_quicktune
+from benchmarks._quicktune import load_quicktune
 
 HEADER = "task_id,run_id,model,epoch,accuracy,seconds,meta.num_samples,hp.lr,hp.opt\n"
 
@@ -134,7 +134,7 @@ def test_runs_to_observations_samples_the_curve() -> None:
     assert obs.candidate.model == "m" and obs.candidate.epochs == 40
 
 
-@pytest.mark.skipif(not DEFAULT_QUICKTUNE_DIR.is_dir(), reason="Quick-Tune data not present")
+@pytest.mark.usefixtures("quicktune_data")
 def test_quicktune_loader_counts() -> None:
     table = load_quicktune()
     assert len(table) == 3110

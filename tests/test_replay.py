@@ -21,14 +21,14 @@ from benchmarks._policies import (
     Request,
     TPESearch,
 )
-from benchmarks._quicktune import DEFAULT_QUICKTUNE_DIR, load_quicktune
+from benchmarks._quicktune import load_quicktune
 from benchmarks._replay import _options, parse_budget, run_replay
 
-needs_data = pytest.mark.skipif(not DEFAULT_QUICKTUNE_DIR.is_dir(), reason="Quick-Tune data not present")
+needs_data = pytest.mark.usefixtures("quicktune_data")
 
 
 @pytest.fixture(scope="module")
-def small_table():  # type: ignore[no-untyped-def]
+def small_table(quicktune_data):  # type: ignore[no-untyped-def]
     table = load_quicktune()
     tasks = sorted(table.task_ids)[:3]
     # a few runs per task keep the test fast; the protocol is unchanged
