@@ -153,15 +153,6 @@ class Adaptor:
         times = self._state.time.predict_many(xs)
         return [Prediction(a, a_std, s, s_std) for (a, a_std), (s, s_std) in zip(accuracies, times, strict=True)]
 
-    def clone(self) -> Adaptor:
-        """An in-memory adaptor with a copy of what this one learned (for what-if runs)."""
-        with self._lock:
-            state = pickle.loads(pickle.dumps(self._state))
-        twin = Adaptor(MemoryStore(), self.candidate_space, pickle.loads(pickle.dumps(self.generator)),
-                       default_margin=self.default_margin)
-        twin._state = state
-        return twin
-
     def _predict_one(self, task: TaskSpec, candidate: Candidate) -> Prediction:
         x = make_features(task, candidate)
         acc, acc_std = self._state.accuracy.predict_dist(x)

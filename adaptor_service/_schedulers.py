@@ -9,7 +9,6 @@ under its lock).
 from __future__ import annotations
 
 import abc
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -200,7 +199,3 @@ def make_generator(name: str, seed: int = 0, **options: object) -> ScheduleGener
         return FixedDefaultGenerator(**options)  # type: ignore[arg-type]
     raise ValueError(f"unknown policy {name!r}: choose nasoa, random or fixed")
 
-
-def log_ratio(predicted: float, actual: float) -> float:
-    """log(actual / predicted), guarded against zeros."""
-    return math.log(max(actual, 1e-6) / max(predicted, 1e-6))
