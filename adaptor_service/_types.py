@@ -35,6 +35,10 @@ def _frozen(mapping: Mapping[str, HParamValue] | None) -> Mapping[str, HParamVal
     return MappingProxyType(dict(sorted((mapping or {}).items())))
 
 
+# Larger numbers are no real dataset size, rate or time; they would overflow the models.
+MAX_MAGNITUDE = 1e12
+
+
 def require_finite(name: str, value: float, *, positive: bool = False) -> float:
     """Return ``value`` as float, or raise InvalidArgument naming ``name``.
 
@@ -53,6 +57,8 @@ def require_finite(name: str, value: float, *, positive: bool = False) -> float:
         raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
     if positive and number <= 0:
         raise InvalidArgument(f"{name} must be a positive number, got {value!r}")
+    if abs(number) > MAX_MAGNITUDE:
+        raise InvalidArgument(f"{name} must be at most {MAX_MAGNITUDE:g} in magnitude, got {value!r}")
     return number
 
 
@@ -112,8 +118,15 @@ class Candidate:
         if int(self.epochs) != self.epochs or self.epochs < 1:
             raise InvalidArgument(f"epochs must be a positive integer, got {self.epochs!r}")
         object.__setattr__(self, "epochs", int(self.epochs))
-        object.__setattr__(self, "hparams", _frozen(self.hparams))
-        object.__setattr__(self, "model_features", _frozen(self.model_features))
+        hparams = dict(self.hparams or {})
+        for k, v in hparams.items():
+            if not isinstance(v, str):
+                require_finite(f"hparams[{k!r}]", v)  # validated; ints stay ints
+        features = {k: require_finite(f"model_features[{k!r}]", v) for k, v in (self.model_features or {}).items()}
+        if self.prior_seconds is not None:
+            object.__setattr__(self, "prior_seconds", require_finite("prior_seconds", self.prior_seconds))
+        object.__setattr__(self, "hparams", _frozen(hparams))  # type: ignore[arg-type]
+        object.__setattr__(self, "model_features", _frozen(features))
 
     def __hash__(self) -> int:
         return hash((self.key, tuple(self.model_features.items()), self.prior_seconds))

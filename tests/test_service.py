@@ -74,6 +74,7 @@ def test_external_result_needs_task_and_candidate(served, digits_task):
         (pb.Task(dataset_uri="", budget_seconds=10), "dataset_uri is required"),
         (pb.Task(dataset_uri="x" * 5000, budget_seconds=10), "at most 4096"),
         (pb.Task(dataset_uri="builtin:digits", budget_seconds=10, meta_features={"n": float("inf")}), "finite"),
+        (pb.Task(dataset_uri="builtin:digits", budget_seconds=10, meta_features={"n": 1e300}), "at most 1e+12"),
     ],
 )
 def test_bad_input_is_invalid_argument_and_changes_nothing(served, task, message):
