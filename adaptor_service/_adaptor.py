@@ -8,6 +8,7 @@ over the last snapshot reaches the very same state.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -21,11 +22,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import river
 from river import metrics, stats
 
-from adaptor_service._candidates import CandidateSpace
-from adaptor_service._predictors import AccuracyPredictor, TimePredictor, make_features, make_features_many
+from adaptor_service._candidates import CandidateSpace, CandidateTable
+from adaptor_service._predictors import (
+    AccuracyPredictor,
+    FeatureRows,
+    TimePredictor,
+    fits_outside,
+    make_features,
+    make_features_many,
+)
 from adaptor_service._schedulers import OneShotGenerator, ScheduleGenerator, ScoredCandidate
 from adaptor_service._stores import JobStore, MemoryStore
 from adaptor_service._types import (
@@ -102,6 +111,14 @@ class Adaptor:
         Where the learned state is snapshotted (atomically); ``None`` keeps it in memory.
     snapshot_every
         Observations between snapshots.
+    learn_in_background
+        ``False`` (default): ``observe`` learns before it returns. ``True``: ``observe``
+        records the result (the log makes it durable) and a background thread learns the
+        log in order, doing exactly what ``observe`` would have done, so the state after
+        :meth:`flush` is the same either way. The learner waits for a pause in the
+        observations (``learn_pause_seconds``) unless ``max_backlog`` results wait.
+    feature_cache_size
+        Tasks (everything but the budget) whose candidates' feature matrix is kept.
     """
 
     def __init__(
@@ -115,6 +132,10 @@ class Adaptor:
         snapshot_path: str | Path | None = None,
         snapshot_every: int = 20,
         default_margin: float = 1.2,
+        learn_in_background: bool = False,
+        feature_cache_size: int = 32,
+        max_backlog: int = 10_000,
+        learn_pause_seconds: float = 0.05,
     ) -> None:
         self.store = store
         self.candidate_space = candidate_space
@@ -123,10 +144,15 @@ class Adaptor:
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
         self.snapshot_every = snapshot_every
         self.default_margin = default_margin
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the learned state: readers and the learner
+        self._learning = threading.RLock()  # held while one observation is learned: snapshots wait
         self._changed = threading.Condition(self._lock)
         self._state = _LearnedState(accuracy_predictor or AccuracyPredictor(), time_predictor or TimePredictor())
+        self._features = _TaskFeatures(feature_cache_size)
+        self._backlog = _Backlog(max_backlog, learn_pause_seconds) if learn_in_background else None
         self._restore()
+        if self._backlog is not None:
+            threading.Thread(target=self._learner, name="adaptor-learner", daemon=True).start()
 
     @classmethod
     def in_memory(cls, **kwargs: object) -> Adaptor:
@@ -171,8 +197,8 @@ class Adaptor:
         if candidates is None or len(candidates) == 0:
             if self.candidate_space is None:
                 raise InvalidArgument("no candidates given and the adaptor has no candidate space")
-            candidates = self.candidate_space.candidates(task, models)
-        elif models:
+            return self._recommend_from_space(task, tuple(models), top_k)
+        if models:
             known = {c.model for c in candidates}
             unknown = [m for m in models if m not in known]
             if unknown:
@@ -184,6 +210,36 @@ class Adaptor:
             predictions = self._predict_many(task, candidates)
             scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
             return self.generator.choose(task, scored, self.time_margin, top_k or 5)
+
+    def _recommend_from_space(self, task: TaskSpec, models: tuple[str, ...], top_k: int) -> Plan:
+        space = self.candidate_space
+        assert space is not None
+        key = (space, models, task.dataset_uri, task.task_id, task.device_class, tuple(task.meta_features.items()))
+        entry = self._features.get(key)
+        if entry is None:
+            candidates = space.table(task, models)
+            if not len(candidates):
+                raise InvalidArgument("there is no candidate to choose from")
+            # Features do not depend on the budget: a task asked for again reuses its matrix.
+            rows = FeatureRows(
+                make_features_many(task, candidates.materialize()),
+                lambda: make_features_many(task, candidates.materialize()),
+            )
+            entry = self._features.put(key, (candidates, rows))
+        candidates, rows = entry
+        with self._lock:
+            acc, acc_std = self._state.accuracy.predict_arrays(rows, same_task=True)
+            sec, sec_std = self._state.time.predict_arrays(rows)
+            margin = self.time_margin
+            picked = np.arange(len(candidates))
+            if space.unique_keys and type(self.generator) is OneShotGenerator:
+                picked = _one_shot_shortlist(self.generator, task, acc, acc_std, sec, margin, top_k or 5)
+            columns = (acc[picked].tolist(), acc_std[picked].tolist(), sec[picked].tolist(), sec_std[picked].tolist())
+            scored = [
+                ScoredCandidate(candidates[i], Prediction(*p))
+                for i, p in zip(picked.tolist(), zip(*columns, strict=True), strict=True)
+            ]
+            return self.generator.choose(task, scored, margin, top_k or 5)
 
     # ---- jobs -----------------------------------------------------------------------
     def submit(self, task: TaskSpec, job_id: str = "", models: Sequence[str] = ()) -> Job:
@@ -287,8 +343,21 @@ class Adaptor:
         self._event(job, "progress", f"epoch {point.epoch}", point)
 
     def observe(self, obs: Observation) -> bool:
-        """Record and learn a result. Returns False for a duplicate (nothing changes)."""
-        with self._lock:
+        """Record and learn a result. Returns False for a duplicate (nothing changes).
+
+        With ``learn_in_background`` it returns once the result is recorded; it is learned
+        soon after, in log order (:meth:`flush` waits for that).
+        """
+        if self._backlog is not None:
+            self._backlog.wait_for_room()
+            with self._backlog.order:  # log order is learning order
+                seq = self.store.record_observation(obs)
+                if seq is None:
+                    return False
+                self._backlog.put(seq, obs)
+            self._finish_job(obs)
+            return True
+        with self._learning, self._lock:
             seq = self.store.record_observation(obs)
             if seq is None:
                 return False
@@ -301,6 +370,31 @@ class Adaptor:
     def warm_start(self, observations: Iterable[Observation]) -> int:
         """Learn from past results (an experience log); returns how many were new."""
         return sum(self.observe(o) for o in observations)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every recorded result is learned; False if ``timeout`` passed first."""
+        return self._backlog is None or self._backlog.wait_learned(timeout)
+
+    def close(self) -> None:
+        """Stop the background learner after the result it is learning (the log keeps the rest)."""
+        if self._backlog is not None:
+            self._backlog.stop()
+
+    def _learner(self) -> None:
+        backlog = self._backlog
+        assert backlog is not None
+        while (item := backlog.take()) is not None:
+            seq, obs = item
+            try:
+                with self._learning:
+                    with self._lock, fits_outside(self._lock):
+                        self._learn(seq, obs)
+                    if self.snapshot_path and self._state.n_learned % self.snapshot_every == 0:
+                        self.snapshot()
+            except Exception:  # the result stays in the log; the next ones must still be learned
+                log.exception("learning observation %d (job %s) failed", seq, obs.job_id)
+            finally:
+                backlog.done()
 
     def _finish_job(self, obs: Observation) -> None:
         try:
@@ -354,7 +448,7 @@ class Adaptor:
         """Write the learned state atomically: temp file, fsync, rename."""
         if self.snapshot_path is None:
             return
-        with self._lock:
+        with self._learning, self._lock:  # never half an observation
             payload = {"format": SNAPSHOT_FORMAT, "river": river.__version__, "state": self._state}
             self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=self.snapshot_path.parent)
@@ -387,6 +481,130 @@ class Adaptor:
                 replayed += 1
         if replayed:
             log.info("restored: learned %d observations from the log tail", replayed)
+
+
+def _one_shot_shortlist(
+    generator: OneShotGenerator,
+    task: TaskSpec,
+    acc: np.ndarray,
+    acc_std: np.ndarray,
+    sec: np.ndarray,
+    margin: float,
+    top_k: int,
+) -> np.ndarray:
+    """Indices (in order) of the candidates that OneShotGenerator.choose can put in its plan.
+
+    The plan is the best risk-adjusted candidate that fits plus the next ``top_k`` of its
+    ranking (or the fastest ones when none fits); choosing among these gives the very same
+    plan as choosing among all, without making thousands of objects. Candidate keys must be
+    unique. Either ranking weight of the exploration coin is covered.
+    """
+    if not (np.isfinite(acc).all() and np.isfinite(acc_std).all() and np.isfinite(sec).all()):
+        return np.arange(len(acc))  # NaN orders differently in Python's sort
+    n = top_k + 1
+    fits = sec * margin <= task.budget_seconds
+    weights = [generator.risk_aversion] + ([-1.0] if generator.exploration > 0 else [])
+    picked = [np.argsort(sec, kind="stable")[:n]]  # nothing fits: the fastest
+    for weight in weights:
+        score = acc - weight * acc_std
+        order = np.argsort(-score, kind="stable")  # stable, like sorted(..., reverse=True)
+        feasible = order[fits[order]]
+        picked.append(feasible[:n])
+        if len(feasible) < n:
+            picked.append(order[~fits[order]][: n - len(feasible)])
+    return np.unique(np.concatenate(picked))
+
+
+class _TaskFeatures:
+    """A small LRU of tasks' candidates and their feature rows."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: collections.OrderedDict[object, tuple[CandidateTable, FeatureRows]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> tuple[CandidateTable, FeatureRows] | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: object, value: tuple[CandidateTable, FeatureRows]) -> tuple[CandidateTable, FeatureRows]:
+        with self._lock:
+            if self.size > 0:
+                self._items[key] = value
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+            return value
+
+
+class _Backlog:
+    """Recorded results waiting for the background learner, in log order."""
+
+    def __init__(self, max_size: int, pause: float) -> None:
+        self.max_size = max_size
+        self.pause = pause
+        self.order = threading.Lock()  # held from recording a result to queueing it
+        self._items: collections.deque[tuple[int, Observation]] = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._waiting_flush = 0
+        self._stopped = False
+        self._last_put = 0.0
+
+    def put(self, seq: int, obs: Observation) -> None:
+        with self._cond:
+            self._items.append((seq, obs))
+            self._last_put = time.monotonic()
+            self._cond.notify_all()
+
+    def wait_for_room(self) -> None:
+        with self._cond:
+            while len(self._items) >= self.max_size and not self._stopped:
+                self._cond.wait(0.1)
+
+    def take(self) -> tuple[int, Observation] | None:
+        """The next result to learn; waits for a pause in the stream unless it is urgent."""
+        with self._cond:
+            while not self._stopped:
+                if self._items:
+                    quiet = time.monotonic() - self._last_put
+                    urgent = self._waiting_flush or len(self._items) >= self.max_size // 2
+                    # Learning competes with the request threads for the CPU and the GIL:
+                    # it waits for a pause in the observations, unless results pile up.
+                    if urgent or quiet >= self.pause:
+                        self._busy = True
+                        return self._items.popleft()
+                    self._cond.wait(self.pause - quiet)
+                else:
+                    self._cond.wait()
+            return None
+
+    def done(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+    def wait_learned(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._waiting_flush += 1
+            self._cond.notify_all()
+            try:
+                while self._items or self._busy:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if (left is not None and left <= 0) or self._stopped:
+                        return False
+                    self._cond.wait(left)
+                return True
+            finally:
+                self._waiting_flush -= 1
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
 
 
 def _at_epochs(candidate: Candidate, epochs: int) -> Candidate:

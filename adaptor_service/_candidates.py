@@ -15,11 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaptor_service._types import Candidate, InvalidArgument, NotFound, TaskSpec
+from adaptor_service._types import Candidate, InvalidArgument, NotFound, TaskSpec, require_finite
 
 DEFAULT_SPACE_FILE = Path(__file__).with_name("candidates.toml")
 
-__all__ = ["CandidateSpace", "ModelInfo", "RegimeGrid"]
+__all__ = ["CandidateSpace", "CandidateTable", "ModelInfo", "RegimeGrid"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,10 @@ class CandidateSpace:
         # Candidates depend on the task only through its size and device: requests of one
         # dataset reuse them (a few thousand frozen dataclasses cost tens of ms to build).
         self._cache: dict[tuple[object, ...], list[Candidate]] = {}
+        # Validated once; a task's candidates are copies that differ only in prior_seconds.
+        self._templates: dict[str, list[Candidate]] = {}
+        #: Whether no two candidates share a key (a grid file may repeat a value).
+        self.unique_keys = len({(repr(hp), e) for hp, e in self._regimes}) == len(self._regimes)
 
     def __len__(self) -> int:
         return len(self._regimes) * len(self.models)
@@ -159,19 +163,67 @@ class CandidateSpace:
         key = (task.device_class, meta.get("num_samples"), meta.get("num_test"), tuple(models))
         cached = self._cache.get(key)
         if cached is None:
-            if len(self._cache) >= 256:
+            if len(self._cache) >= 16:
                 self._cache.clear()
-            cached = self._cache[key] = self._build(task, models)
+            cached = self._cache[key] = self.table(task, models).materialize()
         return list(cached)
 
-    def _build(self, task: TaskSpec, models: Sequence[str]) -> list[Candidate]:
-        chosen = [self.models[n] for n in (models or self.model_names())]
-        out = []
-        for model in chosen:
+    def table(self, task: TaskSpec, models: Sequence[str] = ()) -> CandidateTable:
+        """``candidates(task, models)`` without making them: each is made when it is read.
+
+        A task's candidates are the space's templates with the task's physics priors;
+        keeping only the priors spares the garbage collector thousands of objects per task.
+        """
+        if models:
+            self.check_models(models)
+        templates: list[Candidate] = []
+        priors: list[float | None] = []
+        for name in models or self.model_names():
+            model = self.models[name]
+            known: dict[tuple[int, int], float | None] = {}
+            for template in self._model_templates(model):
+                batch, epochs = int(template.hparams["batch_size"]), template.epochs
+                if (batch, epochs) not in known:
+                    prior = self.prior_seconds(task, model, batch, epochs)
+                    known[(batch, epochs)] = None if prior is None else require_finite("prior_seconds", prior)
+                templates.append(template)
+                priors.append(known[(batch, epochs)])
+        return CandidateTable(templates, priors)
+
+    def _model_templates(self, model: ModelInfo) -> list[Candidate]:
+        templates = self._templates.get(model.name)
+        if templates is None:
             feats = model.features()
-            for hp, epochs in self._regimes:
-                if int(hp["frozen_stages"]) >= model.num_stages:
-                    continue
-                prior = self.prior_seconds(task, model, int(hp["batch_size"]), epochs)
-                out.append(Candidate(model.name, hp, epochs, feats, prior))
-        return out
+            templates = self._templates[model.name] = [
+                Candidate(model.name, hp, epochs, feats, None)
+                for hp, epochs in self._regimes
+                if int(hp["frozen_stages"]) < model.num_stages
+            ]
+        return templates
+
+
+class CandidateTable(Sequence[Candidate]):
+    """One task's candidates, each made on access from a template and its prior."""
+
+    def __init__(self, templates: list[Candidate], priors: list[float | None]) -> None:
+        self._templates = templates
+        self._priors = priors
+
+    def __len__(self) -> int:
+        return len(self._templates)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return _with_prior(self._templates[i], self._priors[i])
+
+    def materialize(self) -> list[Candidate]:
+        return list(map(_with_prior, self._templates, self._priors))
+
+
+def _with_prior(template: Candidate, prior: float | None) -> Candidate:
+    """``template`` with a validated ``prior_seconds``, without validating the rest again."""
+    out = object.__new__(Candidate)
+    out.__dict__.update(template.__dict__)
+    out.__dict__["prior_seconds"] = prior
+    return out

@@ -17,9 +17,14 @@ as the tasks it resembles. See docs/REPLAY.md for the measurements behind these 
 
 from __future__ import annotations
 
+import copy
 import inspect
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from river import base, linear_model, stats
@@ -32,6 +37,7 @@ __all__ = [
     "AccuracyPredictor",
     "BatchRefitRegressor",
     "FeatureIndex",
+    "FeatureRows",
     "TimePredictor",
     "cross_features",
     "make_features",
@@ -209,6 +215,111 @@ class FeatureIndex:
         self._groups = {}
 
 
+class FeatureRows(Sequence[Features]):
+    """The feature dicts of one request's candidates, converted to a matrix once.
+
+    It is a sequence of feature dicts wherever predictors take one, so every model works
+    with it. ``BatchRefitRegressor`` reads the matrix instead of the dicts and keeps its
+    predictions until its next refit, so a task asked for again costs array operations.
+    Only the first dict is kept: the others are made again by ``remake`` when a model needs
+    dicts (River models, the starter before the first fit).
+
+    >>> rows = FeatureRows([{"a": 1.0, "m=x": 1.0}, {"a": 2.0}])
+    >>> rows.column("m=x", 0.0).tolist(), rows[1]
+    ([1.0, 0.0], {'a': 2.0})
+    """
+
+    def __init__(self, xs: Sequence[Features], remake: Callable[[], Sequence[Features]] | None = None) -> None:
+        self.names, self.values, self.present = _to_matrix(xs)
+        self.first: Features = dict(xs[0]) if xs else {}
+        self._xs: Sequence[Features] | None = None if remake is not None else xs
+        self._remake = remake
+        self._lock = threading.Lock()
+        self.memo: dict[int, tuple[object, ...]] = {}  # id(model) -> (weakref, version, predictions)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def _dicts(self) -> Sequence[Features]:
+        with self._lock:
+            if self._xs is None:
+                self._xs = self._remake()  # type: ignore[misc]
+            return self._xs
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        if i == 0:
+            return self.first
+        return self._dicts()[i]
+
+    def __iter__(self) -> Iterator[Features]:
+        return iter(self._dicts())
+
+    def column(self, name: str, default: float) -> np.ndarray:
+        """The values of feature ``name``, ``default`` where a dict lacks it."""
+        j = self.names.get(name)
+        if j is None:
+            return np.full(len(self), default)
+        return np.where(self.present[:, j], self.values[:, j], default)
+
+    def matrix_for(self, columns: Mapping[str, int], width: int) -> np.ndarray:
+        """The matrix in a FeatureIndex's column order (what ``FeatureIndex.matrix`` gives)."""
+        out = np.empty((len(self), width))
+        for name, j in columns.items():
+            if j >= width:
+                continue
+            src = self.names.get(name)
+            out[:, j] = self.values[:, src] if src is not None else (0.0 if "=" in name else np.nan)
+        return out
+
+
+def _to_matrix(xs: Sequence[Mapping[str, float]]) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+    """Columns, values and presence of feature dicts; blanks as in FeatureIndex (0 one-hot, else NaN)."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, x in enumerate(xs):
+        groups.setdefault(tuple(x), []).append(i)
+    names: dict[str, int] = {}
+    for keys in groups:
+        for key in keys:
+            names.setdefault(key, len(names))
+    row = np.array([0.0 if "=" in k else np.nan for k in names])
+    values = np.tile(row, (len(xs), 1))
+    present = np.zeros(values.shape, dtype=bool)
+    for keys, rows in groups.items():
+        at = np.ix_(np.asarray(rows), np.array([names[k] for k in keys], dtype=np.intp))
+        flat = itertools.chain.from_iterable(xs[i].values() for i in rows)
+        values[at] = np.fromiter(flat, dtype=float, count=len(rows) * len(keys)).reshape(len(rows), len(keys))
+        present[at] = True
+    return names, values, present
+
+
+_OUTSIDE = threading.local()
+
+
+@contextmanager
+def fits_outside(lock: object) -> Iterator[None]:
+    """Within this block, this thread releases ``lock`` while scikit-learn fits a model.
+
+    The adaptor's background learner holds its state lock while it learns; a refit takes
+    long and reads only its own copy of the data, so readers (Recommend) may go on meanwhile.
+    """
+    _OUTSIDE.lock = lock
+    try:
+        yield
+    finally:
+        _OUTSIDE.lock = None
+
+
+def _fit_outside_lock(fit: Callable[[], object]) -> object:
+    lock = getattr(_OUTSIDE, "lock", None)
+    if lock is None:
+        return fit()
+    lock.release()  # type: ignore[attr-defined]
+    try:
+        return fit()
+    finally:
+        lock.acquire()  # type: ignore[attr-defined]
+
+
 _THREADPOOLS: list[object] = []
 
 
@@ -260,6 +371,67 @@ def _walk(flat: tuple[float, list[tuple[list, ...]]], row: list[float]) -> float
                 node = right[node]
         total += value[node]
     return total
+
+
+_FORESTS: weakref.WeakKeyDictionary[object, tuple[object, ...]] = weakref.WeakKeyDictionary()
+
+#: Below this many rows, fixing the constant features costs more than it saves.
+_SPECIALIZE_ROWS = 256
+
+
+def _forest(model: object) -> tuple[object, ...]:
+    """A fitted model's trees with their nodes in one array (kept while the model lives)."""
+    found = _FORESTS.get(model)
+    if found is None:
+        trees = [predictor for (predictor,) in model._predictors]  # type: ignore[attr-defined]
+        nodes = np.concatenate([t.nodes for t in trees])
+        starts = np.cumsum([0] + [len(t.nodes) for t in trees])
+        offset = np.repeat(starts[:-1], np.diff(starts))  # each node's tree start
+        found = _FORESTS[model] = (trees, nodes, starts, offset)
+    return found
+
+
+def _predict_fixing_constants(model: object, X: np.ndarray) -> np.ndarray:
+    """``model.predict(X)``, faster when some columns hold one value in every row.
+
+    The rows of one request share the task's features: each tree is cut down to the
+    branches those values lead to (a split on a constant column always goes one way), then
+    scikit-learn predicts with the smaller trees, adding them in the same order, so the
+    result is identical.
+    """
+    trees, nodes, starts, offset = _forest(model)
+    first = X[0]
+    constant = ((first == X) | (np.isnan(X) & np.isnan(first))).all(axis=0)
+    if not constant.any() or nodes["is_categorical"].any():
+        return model.predict(X)  # type: ignore[attr-defined]
+    feature = nodes["feature_idx"]
+    fixed = (nodes["is_leaf"] == 0) & constant[feature]
+    value = first[feature]
+    left = nodes["left"].astype(np.intp) + offset
+    right = nodes["right"].astype(np.intp) + offset
+    with np.errstate(invalid="ignore"):
+        go_left = np.where(np.isnan(value), nodes["missing_go_to_left"] == 1, value <= nodes["num_threshold"])
+    jump = np.where(fixed, np.where(go_left, left, right), np.arange(len(nodes)))
+    while True:  # follow fixed splits to the first real split or leaf
+        further = jump[jump]
+        if np.array_equal(further, jump):
+            break
+        jump = further
+    cut = nodes.copy()
+    cut["left"] = jump[left] - offset
+    cut["right"] = jump[right] - offset
+    roots = starts[:-1]
+    moved = jump[roots] != roots
+    cut[roots[moved]] = cut[jump[roots][moved]]  # a tree starts at its node 0
+    predictors = []
+    for tree, start, end in zip(trees, starts[:-1], starts[1:], strict=True):
+        predictor = copy.copy(tree)
+        predictor.nodes = cut[start:end]
+        predictors.append([predictor])
+    raw = np.zeros((len(X), 1), dtype=model._baseline_prediction.dtype, order="F")  # type: ignore[attr-defined]
+    raw += model._baseline_prediction  # type: ignore[attr-defined]
+    model._predict_iterations(X, predictors, raw, False, 1)  # type: ignore[attr-defined]
+    return raw.ravel()
 
 
 class BatchRefitRegressor(base.Regressor):
@@ -366,11 +538,20 @@ class BatchRefitRegressor(base.Regressor):
                 self._next_fit = min(self._next_fit, n + self.max_stale)
 
     def _refit(self) -> None:
-        from sklearn.ensemble import HistGradientBoostingRegressor  # lazy: heavy import
-
         X = self._index.matrix(self._xs)
         y = np.asarray(self._ys)
-        self._members = []
+        members = _fit_outside_lock(lambda: self._fit_members(X, y))
+        # Swapped in at once: a reader sees the old fit or the new one, never a mix.
+        self._members = members  # type: ignore[assignment]
+        self._columns_fitted = X.shape[1]
+        self._n_fits += 1
+        self._trees = [_flat_trees(m) for m in self._members]
+
+    def _fit_members(self, X: np.ndarray, y: np.ndarray) -> list[object]:
+        """The members fit on ``X, y``: reads nothing that learn_one changes."""
+        from sklearn.ensemble import HistGradientBoostingRegressor  # lazy: heavy import
+
+        members = []
         for member in range(self.n_members):
             rows = np.arange(len(y))
             if member:
@@ -387,10 +568,8 @@ class BatchRefitRegressor(base.Regressor):
             )
             with _one_thread():  # type: ignore[attr-defined]
                 model.fit(X[rows], y[rows])
-            self._members.append(model)
-        self._columns_fitted = X.shape[1]
-        self._n_fits += 1
-        self._trees = [_flat_trees(m) for m in self._members]
+            members.append(model)
+        return members
 
     def predict_matrix(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Predictions of every member, shape (members, len(xs))."""
@@ -398,13 +577,28 @@ class BatchRefitRegressor(base.Regressor):
             if self._starter is not None:
                 return np.array([[float(self._starter.predict_one(dict(x))) for x in xs]])
             return np.full((1, len(xs)), self._mean.get() if self._mean.n else 0.0)
-        X = self._index.matrix(xs)[:, : self._columns_fitted]
-        if len(xs) <= _SMALL_BATCH and self._trees:
+        if isinstance(xs, FeatureRows):
+            return self._predict_rows(xs)
+        return self._predict_members(self._index.matrix(xs)[:, : self._columns_fitted])
+
+    def _predict_rows(self, rows: FeatureRows) -> np.ndarray:
+        # Remembered per fit: the same rows give the same predictions until the next refit.
+        found = rows.memo.get(id(self))
+        if found is not None and found[0]() is self and found[1] == self._n_fits:
+            return found[2]  # type: ignore[return-value]
+        preds = self._predict_members(rows.matrix_for(self._index.columns, self._columns_fitted))
+        preds.flags.writeable = False
+        rows.memo[id(self)] = (weakref.ref(self), self._n_fits, preds)
+        return preds
+
+    def _predict_members(self, X: np.ndarray) -> np.ndarray:
+        if len(X) <= _SMALL_BATCH and self._trees:
             # A few rows: walking the trees in Python is ~10x faster than scikit-learn's
             # per-tree calls, and gives the very same sums (same order of additions).
             return np.array([[_walk(trees, row) for row in X.tolist()] for trees in self._trees])
+        predict = _predict_fixing_constants if len(X) >= _SPECIALIZE_ROWS else (lambda m, X: m.predict(X))
         with _one_thread():  # type: ignore[attr-defined]
-            return np.stack([m.predict(X) for m in self._members])  # type: ignore[attr-defined]
+            return np.stack([predict(m, X) for m in self._members])  # type: ignore[attr-defined]
 
     def predict_mean_std(self, xs: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         preds = self.predict_matrix(xs)
@@ -610,12 +804,17 @@ class AccuracyPredictor(_Params):
         candidates of one request): the task's statistics are then looked up once, which
         saves about 8 us per candidate.
         """
+        accuracy, std = self.predict_arrays(xs, same_task=same_task)
+        return list(zip(accuracy.tolist(), std.tolist(), strict=True))
+
+    def predict_arrays(self, xs: Sequence[Mapping[str, float]], *, same_task: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_many` as two arrays: accuracy and its standard deviation."""
         if not self._n_seen:
-            return [(self.prior_accuracy, 25.0)] * len(xs)
+            return np.full(len(xs), self.prior_accuracy), np.full(len(xs), 25.0)
         scales: dict[tuple[tuple[str, float], ...], tuple[float, float]] = {}
         level = np.empty(len(xs))
         spread = np.empty(len(xs))
-        if same_task and xs:
+        if same_task and len(xs):
             level[:], spread[:] = self._scale(xs[0])
         for i, x in enumerate(() if same_task else xs):
             key = _task_key(x)
@@ -628,7 +827,7 @@ class AccuracyPredictor(_Params):
         noise = self._noise()
         accuracy = np.clip(level + spread * mean, 0.0, 100.0)
         std = spread * np.sqrt(model_std**2 + noise)
-        return list(zip(accuracy.tolist(), std.tolist(), strict=True))
+        return accuracy, std
 
 
 class TimePredictor(_Params):
@@ -679,9 +878,12 @@ class TimePredictor(_Params):
         self._log_residual = stats.Var()
         self._n_seen = 0
 
+    #: The feature holding the physics prior (log seconds) that the model corrects.
+    BASE_FEATURE = "log_prior_seconds"
+
     @staticmethod
     def _base(x: Mapping[str, float]) -> float:
-        return x.get("log_prior_seconds", 0.0)
+        return x.get(TimePredictor.BASE_FEATURE, 0.0)
 
     def learn_one(self, x: Mapping[str, float], y: float) -> None:
         x = dict(x)
@@ -716,7 +918,15 @@ class TimePredictor(_Params):
 
     def predict_many(self, xs: Sequence[Mapping[str, float]]) -> list[tuple[float, float]]:
         """``predict_dist`` of each feature dict (one vectorised call where possible)."""
-        base_log = np.array([self._base(x) for x in xs], dtype=float)
+        seconds, std = self.predict_arrays(xs)
+        return list(zip(seconds.tolist(), std.tolist(), strict=True))
+
+    def predict_arrays(self, xs: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_many` as two arrays: seconds and their standard deviation."""
+        if isinstance(xs, FeatureRows):
+            base_log = xs.column(self.BASE_FEATURE, 0.0)  # what _base reads, from the matrix
+        else:
+            base_log = np.array([self._base(x) for x in xs], dtype=float)
         if not self._n_seen:
             log_mean, log_std = base_log, np.ones(len(xs))
         else:
@@ -725,4 +935,4 @@ class TimePredictor(_Params):
             log_mean, log_std = base_log + correction, np.sqrt(spread**2 + noise**2)
         seconds = np.exp(np.minimum(log_mean, 50.0))
         std = seconds * (np.exp(np.minimum(log_std, 10.0)) - 1.0)
-        return list(zip(seconds.tolist(), std.tolist(), strict=True))
+        return seconds, std

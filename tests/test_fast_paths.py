@@ -1,0 +1,151 @@
+"""The Recommend and Observe fast paths give what the plain paths give.
+
+Recommend over the candidate space caches a task's feature matrix, predicts on arrays (with
+trees cut down to the task) and shortlists before the one-shot generator; Observe can learn
+in a background thread. Each must change nothing but the time taken.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from adaptor_service import Adaptor, CurvePoint, Observation, TaskSpec, open_store
+from adaptor_service._predictors import FeatureRows, _one_thread, _predict_fixing_constants, make_features_many
+from adaptor_service._schedulers import OneShotGenerator, RandomGenerator, ScoredCandidate
+from benchmarks._service_bench import benchmark_space
+
+
+@pytest.fixture(scope="module")
+def space():
+    return benchmark_space(2)  # 2 models x 504 regimes: enough rows for the array paths
+
+
+def _task(i: int, budget: float = 30.0) -> TaskSpec:
+    return TaskSpec(f"builtin:digits?seed={i % 3}", budget, {"num_samples": 500.0 + 97 * i, "num_classes": 10.0})
+
+
+def _observations(space, start: int, n: int) -> list[Observation]:
+    out = []
+    for i in range(start, start + n):
+        task = _task(i)
+        c = space.candidates(task)[(i * 31) % 500]
+        acc, secs = 40.0 + (i * 17) % 55, 2.0 + (i * 7) % 30
+        curve = tuple(CurvePoint(e, acc * e / c.epochs, secs * e / c.epochs) for e in range(1, c.epochs + 1))
+        out.append(Observation(f"obs-{i}", task, c, acc, secs, curve))
+    return out
+
+
+def _plain_plan(adaptor: Adaptor, generator, task: TaskSpec, top_k: int = 5):
+    """The plan from every candidate, predicted one dict at a time (no cache, no shortlist)."""
+    candidates = adaptor.candidate_space.candidates(task)
+    predictions = adaptor.predict(task, candidates)
+    scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
+    return generator.choose(task, scored, adaptor.time_margin, top_k)
+
+
+@pytest.mark.parametrize("options", [{}, {"exploration": 0.5, "seed": 3}])
+def test_space_recommend_equals_the_plain_path_cold_and_after_refits(space, options):
+    adaptor = Adaptor.in_memory(candidate_space=space, generator=OneShotGenerator(**options))
+    reference = OneShotGenerator(**options)  # its exploration coin stays in step with the adaptor's
+    learned = 0
+    for n in (0, 12, 40):  # cold (prior), starter model, boosting refits
+        adaptor.warm_start(_observations(space, learned, n - learned))
+        learned = n
+        for i in range(12):
+            # Tasks come back with other budgets: the cached matrix must serve them all.
+            task = _task(i % 4, budget=5.0 + 9 * i)
+            assert adaptor.recommend(task, top_k=i % 4) == _plain_plan(adaptor, reference, task, i % 4 or 5)
+
+
+def test_other_generators_see_every_candidate(space):
+    adaptor = Adaptor.in_memory(candidate_space=space, generator=RandomGenerator(seed=5))
+    adaptor.warm_start(_observations(space, 0, 20))
+    reference = RandomGenerator(seed=5)
+    for i in range(5):
+        assert adaptor.recommend(_task(i)) == _plain_plan(adaptor, reference, _task(i))
+
+
+def test_cached_predictions_follow_each_refit(space):
+    adaptor = Adaptor.in_memory(candidate_space=space)
+    adaptor.warm_start(_observations(space, 0, 15))
+    task = _task(1)
+    before = adaptor.recommend(task)
+    model = adaptor._state.accuracy._model
+    fits = model._n_fits
+    stream = iter(_observations(space, 100, 200))
+    while model._n_fits == fits:  # learn until the boosting model is refit
+        adaptor.observe(next(stream))
+    after = adaptor.recommend(task)
+    assert after == _plain_plan(adaptor, OneShotGenerator(), task)
+    assert after.prediction != before.prediction
+
+
+def test_feature_rows_match_the_feature_dicts(space):
+    task = _task(2)
+    xs = make_features_many(task, space.candidates(task))
+    rows = FeatureRows(xs, lambda: make_features_many(task, space.candidates(task)))
+    assert len(rows) == len(xs) and rows[0] == xs[0] and rows[7] == xs[7] and list(rows) == xs
+    adaptor = Adaptor.in_memory(candidate_space=space)
+    adaptor.warm_start(_observations(space, 0, 30))
+    for predictor in (adaptor._state.accuracy, adaptor._state.time):
+        index = predictor._model._index
+        width = predictor._model._columns_fitted
+        assert np.array_equal(rows.matrix_for(index.columns, width), index.matrix(xs)[:, :width], equal_nan=True)
+    assert adaptor._state.time.predict_many(rows) == adaptor._state.time.predict_many(xs)
+    assert adaptor._state.accuracy.predict_many(rows, same_task=True) == adaptor._state.accuracy.predict_many(xs)
+
+
+def test_trees_cut_to_the_constant_columns_predict_the_same(space):
+    adaptor = Adaptor.in_memory(candidate_space=space)
+    adaptor.warm_start(_observations(space, 0, 30))
+    for predictor in (adaptor._state.accuracy, adaptor._state.time):
+        regressor = predictor._model
+        (member,) = regressor._members
+        for i in (0, 5):
+            task = _task(i)
+            X = regressor._index.matrix(make_features_many(task, space.candidates(task)))[:, : regressor._columns_fitted]
+            X[:, 0] = np.nan  # an all-missing column is constant too
+            X[::3, 1] = np.nan
+            with _one_thread():
+                assert np.array_equal(_predict_fixing_constants(member, X), member.predict(X))
+
+
+def test_candidate_table_makes_the_space_candidates(space):
+    task = _task(3)
+    table = space.table(task)
+    assert table.materialize() == space.candidates(task) == list(table)
+    assert table[2:5] == space.candidates(task)[2:5]
+
+
+def test_background_learning_reaches_the_inline_state(tmp_path, space):
+    observations = _observations(space, 0, 60)
+    inline = Adaptor.in_memory(candidate_space=space)
+    inline.warm_start(observations)
+    snap = tmp_path / "a.snapshot"
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    background = Adaptor(open_store(url), space, snapshot_path=snap, snapshot_every=25, learn_in_background=True)
+    assert background.warm_start(observations) == 60
+    assert background.observe(observations[3]) is False  # idempotent before it is learned
+    assert background.flush(timeout=120)
+    probe = space.candidates(_task(7))[::50]
+    assert background.predict(_task(7), probe) == inline.predict(_task(7), probe)
+    assert background.time_margin == inline.time_margin
+    assert background.stats().accuracy_mae == inline.stats().accuracy_mae
+    background.close()
+    # A restart learns what the last snapshot (at 50) lacks from the log, the same way.
+    restarted = Adaptor(open_store(url), space, snapshot_path=snap, learn_in_background=True)
+    assert restarted.predict(_task(7), probe) == inline.predict(_task(7), probe)
+    restarted.close()
+
+
+def test_learner_waits_for_a_pause_unless_flushed(space):
+    adaptor = Adaptor.in_memory(candidate_space=space, learn_in_background=True, learn_pause_seconds=30)
+    assert adaptor.observe(_observations(space, 0, 1)[0])
+    time.sleep(0.2)
+    assert adaptor._state.n_learned == 0  # recorded, not learned: the stream may go on
+    assert adaptor.flush(timeout=60) is True  # a flush makes the learner go on at once
+    assert adaptor._state.n_learned == 1
+    adaptor.close()
