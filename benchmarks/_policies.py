@@ -545,6 +545,9 @@ class HyperbandSearch(AnytimeSearch):
         lookup = _PoolLookup(pool, self.space)
         dists = lookup.distributions()
         study = optuna.create_study(
+            # The pruner assigns brackets by a hash of the study name: a fixed name keeps
+            # runs reproducible (the default name is a random uuid).
+            study_name=f"hyperband-seed-{seed}",
             direction="maximize",
             sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.n_startup_trials),
             pruner=optuna.pruners.HyperbandPruner(

@@ -88,6 +88,16 @@ def test_one_shot_policies_and_searches(small_table) -> None:  # type: ignore[no
         assert trajectory.seconds[-1] <= 4 * 3600.0
 
 
+@needs_data
+def test_searches_are_reproducible(small_table) -> None:  # type: ignore[no-untyped-def]
+    runs = small_table.by_task()[small_table.task_ids[0]]
+    space = HpSpace([(r.model, r.hparams) for r in small_table.runs])
+    for search in (TPESearch(space), HyperbandSearch(space)):
+        first = search.search(runs, 64 * 3600.0, seed=3)
+        again = search.search(runs, 64 * 3600.0, seed=3)
+        assert (first.seconds, first.best) == (again.seconds, again.best), search.name
+
+
 def best_overall(runs) -> float:  # type: ignore[no-untyped-def]
     return max(p.accuracy for r in runs for p in r.curve)
 
