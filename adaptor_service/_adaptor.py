@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import river
@@ -29,11 +29,11 @@ from river import metrics, stats
 from adaptor_service._candidates import CandidateSpace, CandidateTable
 from adaptor_service._predictors import (
     AccuracyPredictor,
+    CandidateBlock,
     FeatureRows,
     TimePredictor,
     fits_outside,
     make_features,
-    make_features_many,
 )
 from adaptor_service._schedulers import OneShotGenerator, ScheduleGenerator, ScoredCandidate
 from adaptor_service._stores import JobStore, MemoryStore
@@ -53,6 +53,7 @@ from adaptor_service._types import (
 )
 
 log = logging.getLogger("nasoa.adaptor")
+T = TypeVar("T")
 
 __all__ = ["Adaptor", "AdaptorStats", "Dispatcher", "DispatchError"]
 
@@ -148,7 +149,8 @@ class Adaptor:
         self._learning = threading.RLock()  # held while one observation is learned: snapshots wait
         self._changed = threading.Condition(self._lock)
         self._state = _LearnedState(accuracy_predictor or AccuracyPredictor(), time_predictor or TimePredictor())
-        self._features = _TaskFeatures(feature_cache_size)
+        self._features: _LRU[tuple[CandidateTable, FeatureRows]] = _LRU(feature_cache_size)
+        self._blocks: _LRU[CandidateBlock] = _LRU(8)  # per (space, models): what every task shares
         self._backlog = _Backlog(max_backlog, learn_pause_seconds) if learn_in_background else None
         self._restore()
         if self._backlog is not None:
@@ -174,9 +176,9 @@ class Adaptor:
 
     def _predict_many(self, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
         # One batch call per predictor: the service scores thousands of candidates per request.
-        xs = make_features_many(task, candidates)
-        accuracies = self._state.accuracy.predict_many(xs, same_task=True)
-        times = self._state.time.predict_many(xs)
+        rows = CandidateBlock(candidates).rows(task, [c.prior_seconds for c in candidates], candidates)
+        accuracies = self._state.accuracy.predict_many(rows, same_task=True)
+        times = self._state.time.predict_many(rows)
         return [Prediction(a, a_std, s, s_std) for (a, a_std), (s, s_std) in zip(accuracies, times, strict=True)]
 
     def _predict_one(self, task: TaskSpec, candidate: Candidate) -> Prediction:
@@ -220,26 +222,43 @@ class Adaptor:
             candidates = space.table(task, models)
             if not len(candidates):
                 raise InvalidArgument("there is no candidate to choose from")
+            # The candidates' own features are built once per space; a task adds its columns.
+            block = self._blocks.get((space, models))
+            if block is None:
+                block = self._blocks.put((space, models), CandidateBlock(candidates.templates))
             # Features do not depend on the budget: a task asked for again reuses its matrix.
-            rows = FeatureRows(
-                make_features_many(task, candidates.materialize()),
-                lambda: make_features_many(task, candidates.materialize()),
-            )
+            rows = block.rows(task, candidates.priors, candidates)
             entry = self._features.put(key, (candidates, rows))
         candidates, rows = entry
         with self._lock:
-            acc, acc_std = self._state.accuracy.predict_arrays(rows, same_task=True)
             sec, sec_std = self._state.time.predict_arrays(rows)
             margin = self.time_margin
-            picked = np.arange(len(candidates))
-            if space.unique_keys and type(self.generator) is OneShotGenerator:
-                picked = _one_shot_shortlist(self.generator, task, acc, acc_std, sec, margin, top_k or 5)
-            columns = (acc[picked].tolist(), acc_std[picked].tolist(), sec[picked].tolist(), sec_std[picked].tolist())
+            shortlist = space.unique_keys and type(self.generator) is OneShotGenerator
+            need = _one_shot_rows(task, sec, margin, top_k or 5) if shortlist else np.arange(len(rows))
+            need, acc, acc_std = self._accuracy_of(task, candidates, rows, need)
+            picked = np.arange(len(need))
+            if shortlist:
+                picked = _one_shot_shortlist(self.generator, task, acc, acc_std, sec[need], margin, top_k or 5)
+            index = need[picked]
+            columns = (acc[picked].tolist(), acc_std[picked].tolist(), sec[index].tolist(), sec_std[index].tolist())
             scored = [
                 ScoredCandidate(candidates[i], Prediction(*p))
-                for i, p in zip(picked.tolist(), zip(*columns, strict=True), strict=True)
+                for i, p in zip(index.tolist(), zip(*columns, strict=True), strict=True)
             ]
             return self.generator.choose(task, scored, margin, top_k or 5)
+
+    def _accuracy_of(
+        self, task: TaskSpec, candidates: CandidateTable, rows: FeatureRows, need: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows predicted, accuracy, its std): the rows ``need`` unless a prediction is NaN."""
+        if len(need) < len(rows):
+            part = rows.take(need, make_features(task, candidates[int(need[0])]))
+            acc, acc_std = self._state.accuracy.predict_arrays(part, same_task=True)
+            if np.isfinite(acc).all() and np.isfinite(acc_std).all():
+                return need, acc, acc_std
+            need = np.arange(len(rows))  # NaN: the generator sees every candidate, as it orders NaN its own way
+        acc, acc_std = self._state.accuracy.predict_arrays(rows, same_task=True)
+        return need, acc, acc_std
 
     # ---- jobs -----------------------------------------------------------------------
     def submit(self, task: TaskSpec, job_id: str = "", models: Sequence[str] = ()) -> Job:
@@ -483,6 +502,20 @@ class Adaptor:
             log.info("restored: learned %d observations from the log tail", replayed)
 
 
+def _one_shot_rows(task: TaskSpec, sec: np.ndarray, margin: float, top_k: int) -> np.ndarray:
+    """The candidates whose accuracy :func:`_one_shot_shortlist` reads, in order.
+
+    When at least ``top_k + 1`` candidates fit, the shortlist ranks only those that fit, plus
+    the fastest ``top_k + 1``: the others' accuracy is never read, so it is not predicted
+    (half the prediction work or more under a tight budget).
+    """
+    n = top_k + 1
+    fits = sec * margin <= task.budget_seconds
+    if not np.isfinite(sec).all() or fits.sum() < n:
+        return np.arange(len(sec))
+    return np.union1d(np.flatnonzero(fits), np.argsort(sec, kind="stable")[:n])
+
+
 def _one_shot_shortlist(
     generator: OneShotGenerator,
     task: TaskSpec,
@@ -515,22 +548,22 @@ def _one_shot_shortlist(
     return np.unique(np.concatenate(picked))
 
 
-class _TaskFeatures:
-    """A small LRU of tasks' candidates and their feature rows."""
+class _LRU(Generic[T]):
+    """A small thread-safe LRU cache (tasks' feature rows, candidate blocks)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: collections.OrderedDict[object, tuple[CandidateTable, FeatureRows]] = collections.OrderedDict()
+        self._items: collections.OrderedDict[object, T] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: object) -> tuple[CandidateTable, FeatureRows] | None:
+    def get(self, key: object) -> T | None:
         with self._lock:
             found = self._items.get(key)
             if found is not None:
                 self._items.move_to_end(key)
             return found
 
-    def put(self, key: object, value: tuple[CandidateTable, FeatureRows]) -> tuple[CandidateTable, FeatureRows]:
+    def put(self, key: object, value: T) -> T:
         with self._lock:
             if self.size > 0:
                 self._items[key] = value

@@ -115,7 +115,7 @@ class CandidateSpace:
         # dataset reuse them (a few thousand frozen dataclasses cost tens of ms to build).
         self._cache: dict[tuple[object, ...], list[Candidate]] = {}
         # Validated once; a task's candidates are copies that differ only in prior_seconds.
-        self._templates: dict[str, list[Candidate]] = {}
+        self._templates: dict[str, tuple[list[Candidate], list[tuple[int, int]]]] = {}
         #: Whether no two candidates share a key (a grid file may repeat a value).
         self.unique_keys = len({(repr(hp), e) for hp, e in self._regimes}) == len(self._regimes)
 
@@ -180,45 +180,48 @@ class CandidateSpace:
         priors: list[float | None] = []
         for name in models or self.model_names():
             model = self.models[name]
-            known: dict[tuple[int, int], float | None] = {}
-            for template in self._model_templates(model):
-                batch, epochs = int(template.hparams["batch_size"]), template.epochs
-                if (batch, epochs) not in known:
-                    prior = self.prior_seconds(task, model, batch, epochs)
-                    known[(batch, epochs)] = None if prior is None else require_finite("prior_seconds", prior)
-                templates.append(template)
-                priors.append(known[(batch, epochs)])
+            model_templates, keys = self._model_templates(model)
+            # A prior depends on (batch size, epochs) only: a few dozen per model, not thousands.
+            known = {}
+            for batch, epochs in dict.fromkeys(keys):
+                prior = self.prior_seconds(task, model, batch, epochs)
+                known[(batch, epochs)] = None if prior is None else require_finite("prior_seconds", prior)
+            templates += model_templates
+            priors += map(known.__getitem__, keys)
         return CandidateTable(templates, priors)
 
-    def _model_templates(self, model: ModelInfo) -> list[Candidate]:
-        templates = self._templates.get(model.name)
-        if templates is None:
+    def _model_templates(self, model: ModelInfo) -> tuple[list[Candidate], list[tuple[int, int]]]:
+        """The model's candidates without prior, and the (batch size, epochs) of each."""
+        found = self._templates.get(model.name)
+        if found is None:
             feats = model.features()
-            templates = self._templates[model.name] = [
+            templates = [
                 Candidate(model.name, hp, epochs, feats, None)
                 for hp, epochs in self._regimes
                 if int(hp["frozen_stages"]) < model.num_stages
             ]
-        return templates
+            keys = [(int(t.hparams["batch_size"]), t.epochs) for t in templates]
+            found = self._templates[model.name] = (templates, keys)
+        return found
 
 
 class CandidateTable(Sequence[Candidate]):
     """One task's candidates, each made on access from a template and its prior."""
 
     def __init__(self, templates: list[Candidate], priors: list[float | None]) -> None:
-        self._templates = templates
-        self._priors = priors
+        self.templates = templates  #: the candidates without ``prior_seconds``; the same for every task
+        self.priors = priors
 
     def __len__(self) -> int:
-        return len(self._templates)
+        return len(self.templates)
 
     def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        return _with_prior(self._templates[i], self._priors[i])
+        return _with_prior(self.templates[i], self.priors[i])
 
     def materialize(self) -> list[Candidate]:
-        return list(map(_with_prior, self._templates, self._priors))
+        return list(map(_with_prior, self.templates, self.priors))
 
 
 def _with_prior(template: Candidate, prior: float | None) -> Candidate:

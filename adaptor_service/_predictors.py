@@ -36,15 +36,70 @@ Features = dict[str, float]
 __all__ = [
     "AccuracyPredictor",
     "BatchRefitRegressor",
+    "CandidateBlock",
     "FeatureIndex",
     "FeatureRows",
     "TimePredictor",
     "cross_features",
     "make_features",
-    "make_features_many",
+    "task_features",
 ]
 
 _LOG_HPARAMS = ("lr", "batch_size", "weight_decay", "warmup_lr")
+
+
+def task_features(task: TaskSpec) -> Features:
+    """The task's own features: its meta-features, with log copies of its sizes.
+
+    >>> x = task_features(TaskSpec("builtin:digits", 30, {"num_samples": 1000.0, "num_classes": 10.0}))
+    >>> sorted(x)
+    ['meta.log_num_classes', 'meta.log_num_samples', 'meta.log_samples_per_class', 'meta.num_classes', 'meta.num_samples']
+    """
+    meta = task.meta_features
+    x: Features = {}
+    for key, value in meta.items():
+        x[f"meta.{key}"] = float(value)
+        if key in ("num_samples", "num_classes") and value > 0:
+            x[f"meta.log_{key}"] = math.log(value)
+    if meta.get("num_samples", 0) > 0 and meta.get("num_classes", 0) > 0:
+        x["meta.log_samples_per_class"] = math.log(meta["num_samples"]) - math.log(meta["num_classes"])
+    return x
+
+
+def _candidate_parts(candidate: Candidate) -> tuple[Features, Features, Features]:
+    """The candidate's own features: (epochs, hyperparameters, model)."""
+    head: Features = {"epochs": float(candidate.epochs), "log_epochs": math.log(candidate.epochs)}
+    hparams: Features = {}
+    for key, value in candidate.hparams.items():
+        if isinstance(value, str):
+            hparams[f"hp.{key}={value}"] = 1.0
+        else:
+            hparams[f"hp.{key}"] = float(value)
+            if key in _LOG_HPARAMS and value > 0:
+                hparams[f"hp.log_{key}"] = math.log(float(value))
+    model: Features = {f"model={candidate.model}": 1.0}
+    for key, value in candidate.model_features.items():
+        model[f"model.{key}"] = float(value)
+    return head, hparams, model
+
+
+def _log_samples(task: TaskSpec) -> float:
+    num_samples = task.meta_features.get("num_samples", 0)
+    return math.log(num_samples) if num_samples > 0 else 0.0
+
+
+def _log_batch(candidate: Candidate) -> float:
+    batch = candidate.hparams.get("batch_size")
+    return math.log(float(batch)) if batch is not None and not isinstance(batch, str) and batch > 0 else 0.0
+
+
+def _log_steps(log_epochs, log_samples, log_batch):  # type: ignore[no-untyped-def]
+    """log(epochs x samples / batch size): one formula for floats and arrays (same rounding)."""
+    return log_epochs + log_samples - log_batch
+
+
+def _log_prior(prior_seconds: float | None) -> float | None:
+    return math.log(prior_seconds) if prior_seconds is not None and prior_seconds > 0 else None
 
 
 def make_features(task: TaskSpec, candidate: Candidate) -> Features:
@@ -52,7 +107,10 @@ def make_features(task: TaskSpec, candidate: Candidate) -> Features:
 
     Categorical values are one-hot (``hp.optimizer=sgd: 1.0``); numbers are kept, and sizes
     that span orders of magnitude get a log copy. ``log_steps`` (log of epochs x samples /
-    batch size) is the physics of training time.
+    batch size) is the physics of training time. The features are the task's
+    (:func:`task_features`), the candidate's and two joint ones (``log_steps`` and
+    ``log_prior_seconds``, whose prior a candidate space makes per task); :class:`CandidateBlock`
+    builds the same for many candidates at once.
 
     >>> t = TaskSpec("builtin:digits", 30, {"num_samples": 1000.0, "num_classes": 10.0})
     >>> c = Candidate("etnas-s", {"lr": 0.01, "optimizer": "sgd"}, epochs=2, prior_seconds=5.0)
@@ -60,73 +118,68 @@ def make_features(task: TaskSpec, candidate: Candidate) -> Features:
     >>> f["hp.optimizer=sgd"], f["model=etnas-s"], round(f["log_epochs"], 3)
     (1.0, 1.0, 0.693)
     """
-    x: Features = {"epochs": float(candidate.epochs), "log_epochs": math.log(candidate.epochs)}
-    log_samples = 0.0
-    for key, value in task.meta_features.items():
-        x[f"meta.{key}"] = float(value)
-        if key in ("num_samples", "num_classes") and value > 0:
-            x[f"meta.log_{key}"] = math.log(value)
-    if task.meta_features.get("num_samples", 0) > 0:
-        log_samples = math.log(task.meta_features["num_samples"])
-        if task.meta_features.get("num_classes", 0) > 0:
-            x["meta.log_samples_per_class"] = log_samples - math.log(task.meta_features["num_classes"])
-    log_batch = 0.0
-    for key, value in candidate.hparams.items():
-        if isinstance(value, str):
-            x[f"hp.{key}={value}"] = 1.0
-        else:
-            x[f"hp.{key}"] = float(value)
-            if key in _LOG_HPARAMS and value > 0:
-                x[f"hp.log_{key}"] = math.log(float(value))
-                if key == "batch_size":
-                    log_batch = math.log(float(value))
-    if log_samples:
-        x["log_steps"] = x["log_epochs"] + log_samples - log_batch
-    x[f"model={candidate.model}"] = 1.0
-    for key, value in candidate.model_features.items():
-        x[f"model.{key}"] = float(value)
-    if candidate.prior_seconds is not None and candidate.prior_seconds > 0:
-        x["log_prior_seconds"] = math.log(candidate.prior_seconds)
-    return x
+    head, hparams, model = _candidate_parts(candidate)
+    log_samples = _log_samples(task)
+    steps = {"log_steps": _log_steps(head["log_epochs"], log_samples, _log_batch(candidate))} if log_samples else {}
+    log_prior = _log_prior(candidate.prior_seconds)
+    prior = {"log_prior_seconds": log_prior} if log_prior is not None else {}
+    # This key order is the models' column order (first seen, first column): keep it.
+    return {**head, **task_features(task), **hparams, **steps, **model, **prior}
 
 
-def make_features_many(task: TaskSpec, candidates: Sequence[Candidate]) -> list[Features]:
-    """``[make_features(task, c) for c in candidates]``, built several times faster.
+class CandidateBlock:
+    """The candidate-only features of a list of candidates as arrays, made once.
 
-    The dicts are equal to :func:`make_features`'s, keys in the same order. Candidates that
-    differ only in epochs and ``prior_seconds`` (a regime grid) share the rest of the work.
+    :meth:`rows` adds a task's features (broadcast) and the joint columns with numpy: a
+    candidate space's block serves every task. Each row equals :func:`make_features`.
 
     >>> t = TaskSpec("builtin:digits", 30, {"num_samples": 1000.0, "num_classes": 10.0})
     >>> cs = [Candidate("m", {"lr": 0.01, "batch_size": 32}, epochs=e, prior_seconds=2.0 * e) for e in (1, 5)]
-    >>> make_features_many(t, cs) == [make_features(t, c) for c in cs]
+    >>> rows = CandidateBlock(cs).rows(t, [c.prior_seconds for c in cs], cs)
+    >>> list(rows) == [make_features(t, c) for c in cs]
     True
     """
-    out: list[Features] = []
-    groups: dict[tuple[object, ...], Features] = {}
-    num_samples = task.meta_features.get("num_samples", 0)
-    log_samples = math.log(num_samples) if num_samples > 0 else 0.0
-    for c in candidates:
-        key = (c.model, tuple(c.hparams.items()), tuple(c.model_features.items()))
-        first = groups.get(key)
-        if first is None:
-            x = groups[key] = make_features(task, c)
-            out.append(x)
-            continue
-        x = dict(first)
-        x["epochs"] = float(c.epochs)
-        x["log_epochs"] = math.log(c.epochs)
-        if "log_steps" in x:
-            batch = c.hparams.get("batch_size")
-            log_batch = (
-                math.log(float(batch)) if not isinstance(batch, str) and batch is not None and batch > 0 else 0.0
-            )
-            x["log_steps"] = x["log_epochs"] + log_samples - log_batch
-        if c.prior_seconds is not None and c.prior_seconds > 0:
-            x["log_prior_seconds"] = math.log(c.prior_seconds)
-        else:
-            x.pop("log_prior_seconds", None)
-        out.append(x)
-    return out
+
+    def __init__(self, candidates: Sequence[Candidate]) -> None:
+        parts = [_candidate_parts(c) for c in candidates]
+        self.names, self.values, self.present = _to_matrix([{**h, **p, **m} for h, p, m in parts])
+        self.log_epochs = np.array([h["log_epochs"] for h, _, _ in parts], dtype=float)
+        self.log_batch = np.array([_log_batch(c) for c in candidates], dtype=float)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def rows(self, task: TaskSpec, priors: Sequence[float | None], candidates: Sequence[Candidate]) -> FeatureRows:
+        """The feature rows of ``task`` with these candidates, whose ``prior_seconds`` are ``priors``.
+
+        ``candidates`` (a lazy sequence is fine) makes the dicts when a model needs them.
+        """
+        n, width = self.values.shape
+        extra = task_features(task)
+        log_samples = _log_samples(task)
+        if log_samples:
+            extra["log_steps"] = 0.0
+        extra["log_prior_seconds"] = 0.0
+        names = dict(self.names)
+        for key in extra:
+            names[key] = len(names)
+        values = np.empty((n, len(names)))
+        present = np.ones((n, len(names)), dtype=bool)
+        values[:, :width], present[:, :width] = self.values, self.present
+        values[:, width:] = list(extra.values())
+        if log_samples:
+            values[:, names["log_steps"]] = _log_steps(self.log_epochs, log_samples, self.log_batch)
+        logs = {p: _log_prior(p) for p in set(priors)}  # a task's candidates share a few priors
+        log_prior = np.array([logs[p] for p in priors], dtype=float)  # None -> NaN
+        present[:, -1] = ~np.isnan(log_prior)
+        values[:, -1] = log_prior
+
+        first = make_features(task, candidates[0]) if n else {}
+
+        def dicts() -> list[Features]:  # made only when a model reads dicts
+            return [make_features(task, c) for c in candidates]
+
+        return FeatureRows.from_arrays(names, values, present, first, dicts)
 
 
 def _task_key(x: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
@@ -237,6 +290,20 @@ class FeatureRows(Sequence[Features]):
         self._lock = threading.Lock()
         self.memo: dict[int, tuple[object, ...]] = {}  # id(model) -> (weakref, version, predictions)
 
+    @classmethod
+    def from_arrays(
+        cls,
+        names: dict[str, int],
+        values: np.ndarray,
+        present: np.ndarray,
+        first: Features,
+        remake: Callable[[], Sequence[Features]],
+    ) -> FeatureRows:
+        """Rows already in matrix form (blanks as in :func:`_to_matrix`); ``first`` is row 0's dict."""
+        rows = cls([], remake)
+        rows.names, rows.values, rows.present, rows.first = names, values, present, first
+        return rows
+
     def __len__(self) -> int:
         return len(self.values)
 
@@ -253,6 +320,12 @@ class FeatureRows(Sequence[Features]):
 
     def __iter__(self) -> Iterator[Features]:
         return iter(self._dicts())
+
+    def take(self, index: np.ndarray, first: Features) -> FeatureRows:
+        """The rows at ``index``; ``first`` is the dict of row ``index[0]``."""
+        return FeatureRows.from_arrays(
+            self.names, self.values[index], self.present[index], first, lambda: [self[i] for i in index.tolist()]
+        )
 
     def column(self, name: str, default: float) -> np.ndarray:
         """The values of feature ``name``, ``default`` where a dict lacks it."""
@@ -661,6 +734,51 @@ class _Params:
         return f"{type(self).__name__}({args})"
 
 
+class _TaskPrior:
+    """The level and spread of an unseen task: the mean over the tasks known well enough.
+
+    Known well enough: seen ``threshold`` times, or, while none is, twice. The means are
+    running means (``stats.Mean``) over the tasks in first-seen order, whose rounding depends
+    on that order; the state after each task is kept, so a change to one task recomputes from
+    its position on: a new task, the usual case, costs O(1) instead of a pass over all tasks.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.thresholds = (threshold, 2.0)
+        self._position: dict[object, int] = {}
+        self._tasks: list[tuple[float, float, float]] = []  # (n, mean, spread) per task
+        # Per threshold: (count, mean level, mean spread) after each task; [0] is before any.
+        self._after: tuple[list[tuple[float, float, float]], ...] = ([(0.0, 0.0, 0.0)], [(0.0, 0.0, 0.0)])
+        self._dirty = 0  # the first task whose "after" states are out of date
+
+    def update(self, key: object, var: stats.Var) -> None:
+        """Task ``key``'s statistics are now ``var``."""
+        i = self._position.setdefault(key, len(self._tasks))
+        entry = (var.mean.n, var.mean.get(), math.sqrt(var.get()))
+        if i == len(self._tasks):
+            self._tasks.append(entry)
+        else:
+            self._tasks[i] = entry
+        self._dirty = min(self._dirty, i)
+
+    def get(self) -> tuple[float, float, float]:
+        """(number of tasks averaged, mean level, mean spread)."""
+        start = self._dirty
+        for after, threshold in zip(self._after, self.thresholds, strict=True):
+            del after[start + 1 :]
+            count, level, spread = after[-1]
+            for n, mean, std in itertools.islice(self._tasks, start, None):
+                if n >= threshold:
+                    # stats.Mean.update's arithmetic, so the result is the very same float.
+                    count += 1.0
+                    level += (1.0 / count) * (mean - level)
+                    spread += (1.0 / count) * (std - spread)
+                after.append((count, level, spread))
+        self._dirty = len(self._tasks)
+        well, any_two = self._after[0][-1], self._after[1][-1]
+        return well if well[0] else any_two
+
+
 def _default_accuracy_regressor(seed: int) -> base.Regressor:
     return BatchRefitRegressor(
         max_iter=100,
@@ -721,14 +839,27 @@ class AccuracyPredictor(_Params):
         self.task_prior_weight = task_prior_weight
         self._model = regressor.clone() if regressor is not None else _default_accuracy_regressor(seed)
         self._tasks: dict[tuple[tuple[str, float], ...], stats.Var] = {}
-        self._levels = stats.Mean()  # mean of task means: the level of an unseen task
-        self._spreads = stats.Mean()
+        self._prior = _TaskPrior(max(2.0, task_prior_weight))  # the level and spread of an unseen task
         self._residual = stats.Var()
         self._n_seen = 0
 
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state.pop("_prior")  # derived from _tasks: rebuilt on load
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        state.pop("_levels", None)  # what snapshots before _TaskPrior kept instead
+        state.pop("_spreads", None)
+        self.__dict__.update(state)
+        self._prior = _TaskPrior(max(2.0, self.task_prior_weight))
+        for key, var in self._tasks.items():
+            self._prior.update(key, var)
+
     def _prior_scale(self) -> tuple[float, float]:
-        if self._levels.n:
-            return self._levels.get(), max(self._spreads.get(), self.min_spread)
+        count, level, spread = self._prior.get()
+        if count:
+            return level, max(spread, self.min_spread)
         return self.prior_accuracy, 25.0
 
     def _scale(self, x: Mapping[str, float]) -> tuple[float, float]:
@@ -746,18 +877,6 @@ class AccuracyPredictor(_Params):
         spread = math.sqrt((n * var.get() + n0 * spread0**2) / (n + n0))
         return level, max(spread, self.min_spread)
 
-    def _update_prior(self) -> None:
-        """Level and spread of an unseen task: the mean over tasks known well enough."""
-        threshold = max(2.0, self.task_prior_weight)
-        known = [v for v in self._tasks.values() if v.mean.n >= threshold]
-        if not known:
-            known = [v for v in self._tasks.values() if v.mean.n >= 2]
-        self._levels = stats.Mean()
-        self._spreads = stats.Mean()
-        for v in known:
-            self._levels.update(v.mean.get())
-            self._spreads.update(math.sqrt(v.get()))
-
     def learn_one(self, x: Mapping[str, float], y: float) -> None:
         x = dict(x)
         y = float(y)
@@ -767,7 +886,7 @@ class AccuracyPredictor(_Params):
             if var is None:
                 var = self._tasks[key] = stats.Var()
             var.update(y)
-            self._update_prior()
+            self._prior.update(key, var)
         level, spread = self._scale(x)
         target = (y - level) / spread
         if self.interactions:

@@ -3,19 +3,30 @@
 Both paths run in the same process against the same kind of adaptor (the server's: learning
 in the background), so the ratio shows what the gRPC layer costs. Observe throughput counts
 results acknowledged (recorded, so durable); "learned" also waits until the background
-learner has learned them all.
+learner has learned them all. These adaptors keep jobs and results in memory; Observe through
+gRPC is also measured with the SQLite store that ``nasoa-adaptor`` uses by default.
 """
 
 from __future__ import annotations
 
 import gc
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from adaptor_service import Adaptor, CandidateSpace, CurvePoint, ModelInfo, Observation, RegimeGrid, TaskSpec
+from adaptor_service import (
+    Adaptor,
+    CandidateSpace,
+    CurvePoint,
+    ModelInfo,
+    Observation,
+    RegimeGrid,
+    TaskSpec,
+    open_store,
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,8 @@ class ServiceBenchResult:
     observations_per_run: int
     observe_grpc_learned_per_s: float = 0.0
     observe_direct_learned_per_s: float = 0.0
+    observe_grpc_sqlite_per_s: float = 0.0
+    observe_grpc_sqlite_learned_per_s: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -124,6 +137,9 @@ def run_service_benchmark(
         server.stop(0).wait()
         direct.close()
         served.close()
+    progress(f"observe with the SQLite store: {observations} results through one gRPC stream")
+    with tempfile.TemporaryDirectory(prefix="nasoa-bench-") as home:
+        sqlite_rate, sqlite_learned = _observe_sqlite(space, f"sqlite:///{home}/adaptor.db", warm, requests)
     return ServiceBenchResult(
         candidates=len(space),
         warm_observations=warm,
@@ -134,7 +150,35 @@ def run_service_benchmark(
         observations_per_run=observations,
         observe_grpc_learned_per_s=grpc_learned,
         observe_direct_learned_per_s=direct_learned,
+        observe_grpc_sqlite_per_s=sqlite_rate,
+        observe_grpc_sqlite_learned_per_s=sqlite_learned,
     )
+
+
+def _observe_sqlite(space: CandidateSpace, url: str, warm: int, requests: list) -> tuple[float, float]:
+    """Observe through gRPC into ``nasoa-adaptor``'s default store: (acknowledged /s, learned /s)."""
+    from adaptor_service.server import make_server
+    from clients._client import AdaptorClient
+
+    stored = Adaptor(open_store(url), candidate_space=space, learn_in_background=True)
+    stored.warm_start(_observation(stored, i) for i in range(warm))
+    stored.flush()
+    server, port, _ = make_server(stored, "127.0.0.1:0")
+    server.start()
+    try:
+        with AdaptorClient(f"127.0.0.1:{port}", timeout=30) as client:
+            start = time.perf_counter()
+            summary = client.observe_requests(requests, timeout=600)
+            rate = len(requests) / (time.perf_counter() - start)
+            stored.flush()
+            learned = len(requests) / (time.perf_counter() - start)
+        if summary.learned != len(requests):
+            raise RuntimeError(f"gRPC Observe (SQLite) learned {summary.learned} of {len(requests)}")
+    finally:
+        server.stop(0).wait()
+        stored.close()
+        stored.store.close()
+    return rate, learned
 
 
 def format_service_result(r: ServiceBenchResult) -> str:
@@ -143,10 +187,12 @@ def format_service_result(r: ServiceBenchResult) -> str:
         f"Recommend direct: p50 {r.recommend_direct.p50_ms:.1f} ms, p99 {r.recommend_direct.p99_ms:.1f} ms",
         f"Recommend gRPC:   p50 {r.recommend_grpc.p50_ms:.1f} ms, p99 {r.recommend_grpc.p99_ms:.1f} ms "
         f"(gRPC/direct p50 x{r.recommend_grpc.p50_ms / max(r.recommend_direct.p50_ms, 1e-9):.2f})",
-        f"Observe direct:   {r.observe_direct_per_s:.0f} observations/s "
+        f"Observe direct, memory store: {r.observe_direct_per_s:.0f} observations/s "
         f"(learned: {r.observe_direct_learned_per_s:.0f}/s)",
-        f"Observe gRPC:     {r.observe_grpc_per_s:.0f} observations/s "
+        f"Observe gRPC, memory store:   {r.observe_grpc_per_s:.0f} observations/s "
         f"(gRPC/direct x{r.observe_grpc_per_s / max(r.observe_direct_per_s, 1e-9):.2f}; "
         f"learned: {r.observe_grpc_learned_per_s:.0f}/s)",
+        f"Observe gRPC, SQLite store:   {r.observe_grpc_sqlite_per_s:.0f} observations/s "
+        f"(learned: {r.observe_grpc_sqlite_learned_per_s:.0f}/s)",
     ]
     return "\n".join(lines)

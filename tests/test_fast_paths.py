@@ -12,8 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from adaptor_service import Adaptor, CurvePoint, Observation, TaskSpec, open_store
-from adaptor_service._predictors import FeatureRows, _one_thread, _predict_fixing_constants, make_features_many
+from adaptor_service import Adaptor, CurvePoint, Observation, Prediction, TaskSpec, open_store
+from adaptor_service._predictors import (
+    CandidateBlock,
+    _one_thread,
+    _predict_fixing_constants,
+    make_features,
+)
 from adaptor_service._schedulers import OneShotGenerator, RandomGenerator, ScoredCandidate
 from benchmarks._service_bench import benchmark_space
 
@@ -39,9 +44,12 @@ def _observations(space, start: int, n: int) -> list[Observation]:
 
 
 def _plain_plan(adaptor: Adaptor, generator, task: TaskSpec, top_k: int = 5):
-    """The plan from every candidate, predicted one dict at a time (no cache, no shortlist)."""
+    """The plan from every candidate's feature dict (no cache, no feature block, no shortlist)."""
     candidates = adaptor.candidate_space.candidates(task)
-    predictions = adaptor.predict(task, candidates)
+    xs = [make_features(task, c) for c in candidates]
+    accuracies = adaptor._state.accuracy.predict_many(xs)
+    times = adaptor._state.time.predict_many(xs)
+    predictions = [Prediction(*a, *t) for a, t in zip(accuracies, times, strict=True)]
     scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
     return generator.choose(task, scored, adaptor.time_margin, top_k)
 
@@ -85,8 +93,9 @@ def test_cached_predictions_follow_each_refit(space):
 
 def test_feature_rows_match_the_feature_dicts(space):
     task = _task(2)
-    xs = make_features_many(task, space.candidates(task))
-    rows = FeatureRows(xs, lambda: make_features_many(task, space.candidates(task)))
+    table = space.table(task)
+    xs = [make_features(task, c) for c in table]
+    rows = CandidateBlock(table.templates).rows(task, table.priors, table)
     assert len(rows) == len(xs) and rows[0] == xs[0] and rows[7] == xs[7] and list(rows) == xs
     adaptor = Adaptor.in_memory(candidate_space=space)
     adaptor.warm_start(_observations(space, 0, 30))
@@ -106,7 +115,8 @@ def test_trees_cut_to_the_constant_columns_predict_the_same(space):
         (member,) = regressor._members
         for i in (0, 5):
             task = _task(i)
-            X = regressor._index.matrix(make_features_many(task, space.candidates(task)))[:, : regressor._columns_fitted]
+            xs = [make_features(task, c) for c in space.candidates(task)]
+            X = regressor._index.matrix(xs)[:, : regressor._columns_fitted]
             X[:, 0] = np.nan  # an all-missing column is constant too
             X[::3, 1] = np.nan
             with _one_thread():
@@ -149,3 +159,30 @@ def test_learner_waits_for_a_pause_unless_flushed(space):
     assert adaptor.flush(timeout=60) is True  # a flush makes the learner go on at once
     assert adaptor._state.n_learned == 1
     adaptor.close()
+
+
+def test_only_candidates_that_can_enter_the_plan_get_an_accuracy(space, monkeypatch):
+    adaptor = Adaptor.in_memory(candidate_space=space)
+    adaptor.warm_start(_observations(space, 0, 40))
+    table = space.table(_task(5))
+    seconds = np.array([p.seconds for p in adaptor.predict(_task(5), list(table))])
+    half = float(np.median(seconds)) * adaptor.time_margin  # about half the candidates fit
+    predicted = []
+    predict = adaptor._state.accuracy.predict_arrays
+
+    def counting(rows, **kwargs):
+        predicted.append(len(rows))
+        return predict(rows, **kwargs)
+
+    monkeypatch.setattr(adaptor._state.accuracy, "predict_arrays", counting)
+    for budget in (1e-3, half, 1e6):  # none fit, half fit, all fit
+        plan = adaptor.recommend(_task(5, budget), top_k=3)
+        assert plan == _plain_plan(adaptor, OneShotGenerator(), _task(5, budget), 3)
+    none, half, every = predicted[::2]  # the others are the plain plans'
+    assert none == every == len(table) and len(table) // 3 < half < len(table) * 2 // 3
+    # A part of the rows is the same as the dicts of those candidates.
+    rows = CandidateBlock(table.templates).rows(_task(5), table.priors, table)
+    index = np.array([3, 500, 900])
+    part = rows.take(index, make_features(_task(5), table[3]))
+    assert list(part) == [make_features(_task(5), table[i]) for i in index.tolist()] and part[0] == list(part)[0]
+    assert np.array_equal(part.values, rows.values[index], equal_nan=True)

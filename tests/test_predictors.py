@@ -6,19 +6,23 @@ add the one it lacks: after a pickle round trip, the predictions are equal.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import pickle
 import random
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from river import linear_model
 
 from adaptor_service._predictors import (
     AccuracyPredictor,
     BatchRefitRegressor,
+    CandidateBlock,
     FeatureIndex,
+    FeatureRows,
     TimePredictor,
     make_features,
 )
@@ -199,10 +203,53 @@ def test_feature_index_matrix() -> None:
     assert restored.columns == index.columns
 
 
-def test_make_features_many_equals_make_features() -> None:
-    from adaptor_service._predictors import make_features_many
+def _make_features_before(task: TaskSpec, candidate: Candidate) -> dict[str, float]:
+    """make_features as it was written before it was split into parts (frozen reference)."""
+    x = {"epochs": float(candidate.epochs), "log_epochs": math.log(candidate.epochs)}
+    log_samples = 0.0
+    for key, value in task.meta_features.items():
+        x[f"meta.{key}"] = float(value)
+        if key in ("num_samples", "num_classes") and value > 0:
+            x[f"meta.log_{key}"] = math.log(value)
+    if task.meta_features.get("num_samples", 0) > 0:
+        log_samples = math.log(task.meta_features["num_samples"])
+        if task.meta_features.get("num_classes", 0) > 0:
+            x["meta.log_samples_per_class"] = log_samples - math.log(task.meta_features["num_classes"])
+    log_batch = 0.0
+    for key, value in candidate.hparams.items():
+        if isinstance(value, str):
+            x[f"hp.{key}={value}"] = 1.0
+        else:
+            x[f"hp.{key}"] = float(value)
+            if key in ("lr", "batch_size", "weight_decay", "warmup_lr") and value > 0:
+                x[f"hp.log_{key}"] = math.log(float(value))
+                if key == "batch_size":
+                    log_batch = math.log(float(value))
+    if log_samples:
+        x["log_steps"] = x["log_epochs"] + log_samples - log_batch
+    x[f"model={candidate.model}"] = 1.0
+    for key, value in candidate.model_features.items():
+        x[f"model.{key}"] = float(value)
+    if candidate.prior_seconds is not None and candidate.prior_seconds > 0:
+        x["log_prior_seconds"] = math.log(candidate.prior_seconds)
+    return x
 
-    task = _task(3)
+
+_ODD_TASKS = [
+    TaskSpec("builtin:digits", 30, {}),
+    TaskSpec("builtin:digits", 30, {"num_samples": 1.0, "num_classes": 0.0}),  # log 1 = 0: no log_steps
+    TaskSpec("builtin:digits", 30, {"num_samples": 0.0, "num_classes": 3.0, "channels": 1.0}),
+]
+_ODD_CANDIDATES = [
+    Candidate("m", {}, epochs=1),
+    Candidate("m", {"batch_size": "auto", "lr": 0.0}, epochs=2, prior_seconds=0.0),
+    Candidate("m", {"batch_size": 0, "warmup_lr": 1e-4, "log_lr": 3.0, "lr": 0.1}, epochs=7, prior_seconds=1e-9),
+    Candidate("n", {"lr": 0.1, "opt": "sgd"}, epochs=3, model_features={"log_params": 9.0, "depth": 4.0}),
+]
+
+
+def test_make_features_is_unchanged_key_order_included() -> None:
+    # The key order is the models' column order: it must not change either.
     candidates = [
         Candidate(m, {"lr": lr, "batch_size": bs, "opt": "sgd"}, epochs=e, prior_seconds=p)
         for m in MODELS
@@ -210,10 +257,37 @@ def test_make_features_many_equals_make_features() -> None:
         for bs in (32, 64)
         for e in (1, 3, 50)
         for p in (None, 2.5 * e)
-    ]
-    fast = make_features_many(task, candidates)
-    slow = [make_features(task, c) for c in candidates]
-    assert [list(x.items()) for x in fast] == [list(x.items()) for x in slow]
+    ] + _ODD_CANDIDATES
+    for task in [_task(3), *_ODD_TASKS]:
+        for c in candidates:
+            assert list(make_features(task, c).items()) == list(_make_features_before(task, c).items())
+
+
+def test_candidate_block_rows_equal_make_features() -> None:
+    candidates = [
+        Candidate(m, {"lr": lr, "batch_size": bs, "opt": o}, epochs=e, model_features={"depth": 2.0})
+        for m in MODELS
+        for lr in (1e-3, 1e-2)
+        for bs in (32, 64)
+        for o in ("sgd", "adam")
+        for e in (1, 3, 50)
+    ] + _ODD_CANDIDATES
+    block = CandidateBlock(candidates)  # made once, without priors: each task brings its own
+    for k, task in enumerate([_task(3), *_ODD_TASKS]):
+        priors = [None if i % 3 == k % 3 else 0.5 * i for i in range(len(candidates))]
+        with_priors = [dataclasses.replace(c, prior_seconds=p) for c, p in zip(candidates, priors, strict=True)]
+        rows = block.rows(task, priors, with_priors)
+        dicts = [make_features(task, c) for c in with_priors]
+        assert [list(x.items()) for x in rows] == [list(x.items()) for x in dicts]
+        reference = FeatureRows(dicts)  # the matrix made from the dicts
+        assert set(rows.names) == set(reference.names)
+        for name in reference.names:
+            assert np.array_equal(rows.column(name, -1.0), reference.column(name, -1.0)), name
+        index = FeatureIndex()
+        for x in dicts:
+            index.add(x)
+        width = len(index.columns)
+        assert np.array_equal(rows.matrix_for(index.columns, width), index.matrix(dicts), equal_nan=True)
 
 
 def test_predict_many_same_task_gives_the_same_predictions(samples: list) -> None:
@@ -222,3 +296,34 @@ def test_predict_many_same_task_gives_the_same_predictions(samples: list) -> Non
     task = _task(2)
     xs = [make_features(task, Candidate(m, {"lr": 1e-3, "batch_size": 64}, epochs=e)) for m in MODELS for e in (1, 5)]
     assert predictor.predict_many(xs, same_task=True) == predictor.predict_many(xs)
+
+
+def _prior_before(predictor: AccuracyPredictor) -> tuple[float, float]:
+    """The unseen task's level and spread as AccuracyPredictor computed them: one pass over all tasks."""
+    from river import stats
+
+    threshold = max(2.0, predictor.task_prior_weight)
+    known = [v for v in predictor._tasks.values() if v.mean.n >= threshold]
+    if not known:
+        known = [v for v in predictor._tasks.values() if v.mean.n >= 2]
+    levels, spreads = stats.Mean(), stats.Mean()
+    for v in known:
+        levels.update(v.mean.get())
+        spreads.update(math.sqrt(v.get()))
+    if levels.n:
+        return levels.get(), max(spreads.get(), predictor.min_spread)
+    return predictor.prior_accuracy, 25.0
+
+
+@pytest.mark.parametrize("weight", [30.0, 5.0, 0.0])
+def test_incremental_task_prior_is_exactly_the_full_pass(weight: float) -> None:
+    rng = random.Random(4)
+    predictor = AccuracyPredictor(linear_model.LinearRegression(), task_prior_weight=weight)
+    for i in range(400):
+        # Old tasks come back (recomputed from their position on) and new ones arrive.
+        task = _task(rng.randrange(1 + i // 8))
+        x = make_features(task, Candidate("alpha", {"lr": 0.01}, epochs=1 + i % 5))
+        predictor.learn_one(x, rng.uniform(20, 95))
+        assert predictor._prior_scale() == _prior_before(predictor)
+    restored = pickle.loads(pickle.dumps(predictor))  # the prior is rebuilt from the tasks
+    assert restored._prior_scale() == predictor._prior_scale()
