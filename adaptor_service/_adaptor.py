@@ -387,8 +387,20 @@ class Adaptor:
             return True
 
     def warm_start(self, observations: Iterable[Observation]) -> int:
-        """Learn from past results (an experience log); returns how many were new."""
-        return sum(self.observe(o) for o in observations)
+        """Learn from past results (an experience log); returns how many were new.
+
+        The batch models are then refit on all of it (their geometric schedule would leave
+        them fit on as little as half of a large log), and the state is snapshotted so a
+        restart keeps that fit.
+        """
+        new = sum(self.observe(o) for o in observations)
+        if new:
+            self.flush()
+            with self._learning, self._lock:
+                self._state.accuracy.refit()
+                self._state.time.refit()
+            self.snapshot()
+        return new
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every recorded result is learned; False if ``timeout`` passed first."""

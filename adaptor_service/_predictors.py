@@ -571,6 +571,7 @@ class BatchRefitRegressor(base.Regressor):
         self._residual = stats.Var()
         self._scored = 0  # samples [0, _scored) are counted in _residual
         self._trees: list[tuple[float, list[tuple[list, ...]]]] = []
+        self._target_source: Callable[[], Sequence[float]] | None = None
 
     def progressive_residual(self) -> stats.Var:
         """Residuals of each sample predicted by the fit in force when it arrived.
@@ -601,18 +602,33 @@ class BatchRefitRegressor(base.Regressor):
         self._ys.append(float(y))
         self._mean.update(float(y))
         if len(self._ys) >= self._next_fit:
-            self._score_pending()
-            self._refit()
-            n = len(self._ys)
-            self._next_fit = max(n + 1, math.ceil(n * self.growth))
-            if n < self.small_buffer:
-                # Small data: refits are cheap, and a model stale for many jobs keeps making the
-                # same wrong pick (a one-shot choice learns only from what it tried).
-                self._next_fit = min(self._next_fit, n + self.max_stale)
+            self.refit()
+
+    def refit(self) -> None:
+        """Fit on everything seen now (a warm start ends with one), then resume the schedule."""
+        if not self._ys:
+            return
+        self._score_pending()
+        self._refit()
+        n = len(self._ys)
+        self._next_fit = max(n + 1, math.ceil(n * self.growth))
+        if n < self.small_buffer:
+            # Small data: refits are cheap, and a model stale for many jobs keeps making the
+            # same wrong pick (a one-shot choice learns only from what it tried).
+            self._next_fit = min(self._next_fit, n + self.max_stale)
+
+    def set_target_source(self, targets: Callable[[], Sequence[float]] | None) -> None:
+        """Refits take their targets from ``targets()`` (one per sample) instead of the learnt ``y``.
+
+        ``AccuracyPredictor`` standardises accuracy by its task's level, which keeps moving
+        as the task is seen more: each refit restandardises every sample with today's level.
+        """
+        self._target_source = targets
 
     def _refit(self) -> None:
         X = self._index.matrix(self._xs)
-        y = np.asarray(self._ys)
+        source = getattr(self, "_target_source", None)  # absent in older snapshots
+        y = np.asarray(source() if source is not None else self._ys, dtype=float)
         members = _fit_outside_lock(lambda: self._fit_members(X, y))
         # Swapped in at once: a reader sees the old fit or the new one, never a mix.
         self._members = members  # type: ignore[assignment]
@@ -725,6 +741,12 @@ class _Params:
         names = inspect.signature(type(self).__init__).parameters
         return {name: getattr(self, name) for name in names if name != "self"}
 
+    def refit(self) -> None:
+        """Refit a batch model on everything learnt (River models learn as they go: no-op)."""
+        model = getattr(self, "_model", None)
+        if isinstance(model, BatchRefitRegressor):
+            model.refit()
+
     def clone(self) -> _Params:
         """A fresh, unfitted predictor with the same parameters."""
         return type(self)(**self._params())
@@ -781,9 +803,9 @@ class _TaskPrior:
 
 def _default_accuracy_regressor(seed: int) -> base.Regressor:
     return BatchRefitRegressor(
-        max_iter=100,
-        learning_rate=0.2,
-        growth=2.0,
+        max_iter=200,
+        learning_rate=0.1,
+        growth=1.5,
         starter=linear_model.BayesianLinearRegression(alpha=1.0, beta=1.0),
         seed=seed,
     )
@@ -798,9 +820,10 @@ class AccuracyPredictor(_Params):
         A River regressor learning the task-standardised accuracy; it is cloned, never
         modified. Ensembles (e.g. ``forest.ARFRegressor``) give their spread as uncertainty,
         ``BatchRefitRegressor`` the spread of its bootstrap members. ``None``: the default,
-        ``BatchRefitRegressor(max_iter=100, learning_rate=0.2, growth=2.0)`` (gradient
-        boosting refit each time the data doubles) with a ``BayesianLinearRegression(1, 1)``
-        starter until its first fit (chosen on the replay: docs/REPLAY.md, row 11).
+        ``BatchRefitRegressor(max_iter=200, learning_rate=0.1, growth=1.5)`` (gradient
+        boosting refit each time the data grows by half, on targets restandardised at each
+        refit) with a ``BayesianLinearRegression(1, 1)`` starter until its first fit (chosen
+        on the replay: docs/REPLAY.md, session 3).
     normalize_by_task
         Learn ``(accuracy - task mean) / task spread`` instead of the raw accuracy.
     interactions
@@ -842,16 +865,29 @@ class AccuracyPredictor(_Params):
         self._prior = _TaskPrior(max(2.0, task_prior_weight))  # the level and spread of an unseen task
         self._residual = stats.Var()
         self._n_seen = 0
+        # Each learnt sample's task (its position in _tasks) and raw accuracy, so that a
+        # refit restandardises old samples with their task's current level and spread.
+        self._sample_task: list[int] = []
+        self._sample_accuracy: list[float] = []
+        self._task_positions: dict[tuple[tuple[str, float], ...], int] = {}
+        if normalize_by_task and isinstance(self._model, BatchRefitRegressor):
+            self._model.set_target_source(self._standardised_targets)
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         state.pop("_prior")  # derived from _tasks: rebuilt on load
+        state.pop("_task_positions", None)
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         state.pop("_levels", None)  # what snapshots before _TaskPrior kept instead
         state.pop("_spreads", None)
+        if "_sample_task" not in state:  # older snapshots: refits keep the learnt targets
+            state["_sample_task"], state["_sample_accuracy"] = [], []
+            if isinstance(state.get("_model"), BatchRefitRegressor):
+                state["_model"].set_target_source(None)  # type: ignore[attr-defined]
         self.__dict__.update(state)
+        self._task_positions = {key: i for i, key in enumerate(self._tasks)}  # _tasks keeps insertion order
         self._prior = _TaskPrior(max(2.0, self.task_prior_weight))
         for key, var in self._tasks.items():
             self._prior.update(key, var)
@@ -865,7 +901,9 @@ class AccuracyPredictor(_Params):
     def _scale(self, x: Mapping[str, float]) -> tuple[float, float]:
         if not self.normalize_by_task:
             return self.prior_accuracy, 1.0
-        var = self._tasks.get(_task_key(x))
+        return self._task_scale(self._tasks.get(_task_key(x)))
+
+    def _task_scale(self, var: stats.Var | None) -> tuple[float, float]:
         n0 = self.task_prior_weight
         if var is None or var.mean.n < 2:
             return self._prior_scale()
@@ -885,8 +923,12 @@ class AccuracyPredictor(_Params):
             var = self._tasks.get(key)
             if var is None:
                 var = self._tasks[key] = stats.Var()
+                self._task_positions[key] = len(self._task_positions)
             var.update(y)
             self._prior.update(key, var)
+            if self._retargets():
+                self._sample_task.append(self._task_positions[key])
+                self._sample_accuracy.append(y)
         level, spread = self._scale(x)
         target = (y - level) / spread
         if self.interactions:
@@ -895,6 +937,15 @@ class AccuracyPredictor(_Params):
             self._residual.update(target - _mean_std(self._model, x)[0])
         self._model.learn_one(x, target)
         self._n_seen += 1
+
+    def _retargets(self) -> bool:
+        return isinstance(self._model, BatchRefitRegressor) and self._model._target_source is not None
+
+    def _standardised_targets(self) -> np.ndarray:
+        """Every learnt sample's accuracy standardised with its task's current level and spread."""
+        scales = np.array([self._task_scale(var) for var in self._tasks.values()]).reshape(-1, 2)
+        task = np.asarray(self._sample_task, dtype=np.intp)
+        return (np.asarray(self._sample_accuracy) - scales[task, 0]) / scales[task, 1]
 
     def _noise(self) -> float:
         """Variance of the progressive-validation residual (of the standardised target)."""

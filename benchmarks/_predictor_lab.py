@@ -185,6 +185,8 @@ def run_lab(
         learner = _Learner(config, seed)
         for run in past:
             learner.learn(feats, run, sample_curve(run.curve))
+        learner.accuracy.refit()  # as Adaptor.warm_start ends
+        learner.time.refit()
         points = [(run, p) for task in held_out for run in by_task[task] for p in sample_curve(run.curve)]
         predicted = learner.time.predict_many([feats.get(run, p.epoch) for run, p in points])
         for (_, point), (seconds, _) in zip(points, predicted, strict=True):

@@ -64,7 +64,8 @@ def _predictions(client: AdaptorClient) -> list[tuple[float, float]]:
 def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path, zoo_address):
     observations = _stream(60)
     reference = Adaptor.in_memory()
-    reference.warm_start(observations)
+    for observation in observations:  # what the service sees: a stream, no warm start's final refit
+        reference.observe(observation)
     expected = [(p.accuracy, p.seconds) for p in reference.predict(PROBE_TASK, PROBES)]
 
     address = f"127.0.0.1:{free_port()}"

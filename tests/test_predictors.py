@@ -191,6 +191,52 @@ def test_a_few_observations_of_a_new_task_do_not_distort_the_model() -> None:
     assert max(range(3), key=before.__getitem__) == max(range(3), key=after.__getitem__) == 2
 
 
+def test_refits_restandardise_early_samples_with_the_task_level_of_now() -> None:
+    """Samples learnt while a task was barely known are refit with its current level.
+
+    Here every task's runs arrive worst first: with learn-time targets the early (bad) runs
+    look average for their task and the fit is told little about them.
+    """
+    samples = sorted(_samples(400, seed=5), key=lambda s: s[1])
+    predictor = AccuracyPredictor(BatchRefitRegressor(max_iter=50, min_samples=10_000), task_prior_weight=30.0)
+    _learn(predictor, samples)
+    predictor.refit()
+    targets = predictor._standardised_targets()
+    level, spread = predictor._scale(samples[0][0])
+    assert targets[0] == pytest.approx((samples[0][1] - level) / spread)
+    by_task: dict[tuple, list[float]] = {}
+    for (x, _, _), z in zip(samples, targets.tolist(), strict=True):
+        by_task.setdefault(tuple(sorted((k, v) for k, v in x.items() if k.startswith("meta."))), []).append(z)
+    for zs in by_task.values():  # each task now centred: early runs below 0, late ones above
+        assert zs[0] < 0 < zs[-1]
+    again = pickle.loads(pickle.dumps(predictor))
+    assert np.array_equal(again._standardised_targets(), targets)
+    xs = [x for x, _, _ in samples[:50]]
+    assert again.predict_many(xs) == predictor.predict_many(xs)
+    learnt_targets = AccuracyPredictor(BatchRefitRegressor(max_iter=50, min_samples=10_000), task_prior_weight=30.0)
+    learnt_targets._model.set_target_source(None)
+    _learn(learnt_targets, samples)
+    learnt_targets.refit()
+    assert learnt_targets.predict_many(xs) != predictor.predict_many(xs)
+
+
+def test_adaptor_warm_start_ends_with_a_fit_on_everything() -> None:
+    from adaptor_service import Adaptor, CurvePoint, Observation
+
+    adaptor = Adaptor.in_memory()
+    observations = []
+    for i, (x, accuracy, seconds) in enumerate(_samples(100, seed=6)):
+        task = TaskSpec("experience:t", 3600.0, {k[5:]: v for k, v in x.items() if k.startswith("meta.")
+                                                  and not k.startswith("meta.log_")})
+        model = next(k[6:] for k in x if k.startswith("model="))
+        candidate = Candidate(model, {"lr": x["hp.lr"], "batch_size": 64}, epochs=int(x["epochs"]))
+        observations.append(Observation(f"w{i}", task, candidate, accuracy, seconds,
+                                        (CurvePoint(candidate.epochs, accuracy, seconds),)))
+    assert adaptor.warm_start(observations) == 100
+    for predictor in (adaptor._state.accuracy, adaptor._state.time):
+        assert predictor._model._scored == 100  # the last refit saw all 100 (the schedule's: 96)
+
+
 def test_feature_index_matrix() -> None:
     index = FeatureIndex()
     index.add({"a": 1.0, "m=x": 1.0})
