@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import river
@@ -361,9 +361,11 @@ class Adaptor:
             return
         self._event(job, "progress", f"epoch {point.epoch}", point)
 
-    def observe(self, obs: Observation) -> bool:
+    def observe(self, obs: Observation, *, job: Job | None | Literal["look up"] = "look up") -> bool:
         """Record and learn a result. Returns False for a duplicate (nothing changes).
 
+        ``job`` is the stored job the result finishes when the caller has just read it
+        (``None``: an external run, no job), which saves reading it again.
         With ``learn_in_background`` it returns once the result is recorded; it is learned
         soon after, in log order (:meth:`flush` waits for that).
         """
@@ -374,14 +376,14 @@ class Adaptor:
                 if seq is None:
                     return False
                 self._backlog.put(seq, obs)
-            self._finish_job(obs)
+            self._finish_job(obs, job)
             return True
         with self._learning, self._lock:
             seq = self.store.record_observation(obs)
             if seq is None:
                 return False
             self._learn(seq, obs)
-            self._finish_job(obs)
+            self._finish_job(obs, job)
             if self.snapshot_path and self._state.n_learned % self.snapshot_every == 0:
                 self.snapshot()
             return True
@@ -427,10 +429,13 @@ class Adaptor:
             finally:
                 backlog.done()
 
-    def _finish_job(self, obs: Observation) -> None:
-        try:
-            job = self.store.get_job(obs.job_id)
-        except NotFound:
+    def _finish_job(self, obs: Observation, job: Job | None | Literal["look up"] = "look up") -> None:
+        if isinstance(job, str):  # "look up"
+            try:
+                job = self.store.get_job(obs.job_id)
+            except NotFound:
+                job = None
+        if job is None:
             return  # an external run (another scheduler, a log): nothing to finish
         if job.state == JobState.CANCELLED:
             return

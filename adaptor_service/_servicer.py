@@ -15,6 +15,7 @@ from adaptor_service._types import (
     CurvePoint,
     FailedPrecondition,
     InvalidArgument,
+    Job,
     NotFound,
     Observation,
 )
@@ -106,11 +107,11 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
                 p = request.progress
                 self.adaptor.job_progress(request.job_id, CurvePoint(p.epoch, p.accuracy, p.seconds))
             elif kind == "result":
-                obs = self._observation(request)
+                obs, job = self._observation(request)
                 # A caller that gave up (deadline passed, cancelled) gets nothing learned.
                 if not context.is_active():
                     break
-                if self.adaptor.observe(obs):
+                if self.adaptor.observe(obs, job=job):
                     learned += 1
                 else:
                     duplicates += 1
@@ -118,7 +119,8 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
                 raise InvalidArgument(f"observe message {received}: one of started, progress, result is required")
         return pb.ObserveSummary(received=received, learned=learned, duplicates=duplicates)
 
-    def _observation(self, request: pb.ObserveRequest) -> Observation:
+    def _observation(self, request: pb.ObserveRequest) -> tuple[Observation, Job | None]:
+        """The result as an Observation, and the stored job it finishes (None: an external run)."""
         try:
             job = self.adaptor.get_job(request.job_id)
         except NotFound:
@@ -134,13 +136,13 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
                 curve=convert.curve_from_pb(request.result.curve),
                 status=request.result.status or "ok",
                 message=request.result.message,
-            )
+            ), job
         if not request.HasField("task") or not request.HasField("candidate"):
             raise NotFound(
                 f"no job with id {request.job_id!r}: a result for a run the service did not plan "
                 "must carry its task and candidate"
             )
-        return convert.observation_from_pb(request)
+        return convert.observation_from_pb(request), None
 
     @_maps_errors_stream
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
