@@ -180,7 +180,7 @@ def warm_start_from_file(adaptor: Adaptor, path: str) -> int:
     """
     from dataclasses import replace
 
-    from benchmarks._experience import read_table, runs_to_observations
+    from adaptor_service._experience import read_table, runs_to_observations
 
     observations = runs_to_observations(read_table(path).runs)
     space = adaptor.candidate_space

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from adaptor_service._experience import CURVE_SAMPLE_EPOCHS, ExperienceRun, sample_curve
 from adaptor_service._predictors import make_features
 from adaptor_service._types import Candidate, TaskSpec
-from benchmarks._experience import CURVE_SAMPLE_EPOCHS, ExperienceRun, sample_curve
 from benchmarks._replay import DEFAULT_BUDGETS_SECONDS, _split_folds, load_named_table
 
 __all__ = ["first_visit_regret"]
@@ -79,13 +79,10 @@ def first_visit_regret(
         vectorizer = DictVectorizer(sparse=False)
         X = vectorizer.fit_transform(rows)
 
-        def fit(target: np.ndarray) -> HistGradientBoostingRegressor:
-            model = HistGradientBoostingRegressor(max_iter=max_iter, learning_rate=learning_rate,
-                                                  l2_regularization=l2_regularization, random_state=0)
-            return model.fit(X, target)
-
-        accuracy_model = fit(y)
-        time_model = None if true_time else fit(np.log(np.asarray(seconds)))
+        settings = {"max_iter": max_iter, "learning_rate": learning_rate,
+                    "l2_regularization": l2_regularization, "random_state": 0}
+        accuracy_model = HistGradientBoostingRegressor(**settings).fit(X, y)
+        time_model = None if true_time else HistGradientBoostingRegressor(**settings).fit(X, np.log(seconds))
         for task_id in held_out:
             runs = by_task[task_id]
             grid = [(i, e) for i in range(len(runs)) for e in CURVE_SAMPLE_EPOCHS]

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from adaptor_service._candidates import CandidateSpace, ModelInfo, RegimeGrid
+from adaptor_service._experience import ExperienceRun, ExperienceTable, write_csv, write_jsonl
 from adaptor_service._types import CurvePoint, TaskSpec
-from benchmarks._experience import ExperienceRun, ExperienceTable, write_csv, write_jsonl
 
 # Past jobs: other subsets (sizes, seeds) of the built-in sources than the demo's tasks.
 DEFAULT_DATASETS = (

@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from adaptor_service._types import Candidate, CurvePoint, HParamValue, Observation, TaskSpec
-from benchmarks._experience import (
+from adaptor_service._experience import (
     CURVE_SAMPLE_EPOCHS,
     ExperienceRun,
     runs_to_observations,
     sample_curve,
 )
+from adaptor_service._types import Candidate, CurvePoint, HParamValue, Observation, TaskSpec
 
 __all__ = [
     "AnytimeSearch",

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from river import linear_model, stats
 
+from adaptor_service._experience import CURVE_SAMPLE_EPOCHS, ExperienceRun, ExperienceTable, sample_curve
 from adaptor_service._predictors import (
     AccuracyPredictor,
     BatchRefitRegressor,
@@ -39,7 +40,6 @@ from adaptor_service._predictors import (
     make_features,
 )
 from adaptor_service._types import Candidate, TaskSpec
-from benchmarks._experience import CURVE_SAMPLE_EPOCHS, ExperienceRun, ExperienceTable, sample_curve
 from benchmarks._replay import DEFAULT_BUDGETS_SECONDS, _split_folds, load_named_table
 
 __all__ = ["CONFIGS", "LabConfig", "LabResult", "run_lab"]

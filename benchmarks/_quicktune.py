@@ -16,8 +16,8 @@ import json
 import os
 from pathlib import Path
 
+from adaptor_service._experience import ExperienceRun, ExperienceTable, _parse_hp
 from adaptor_service._types import CurvePoint, HParamValue
-from benchmarks._experience import ExperienceRun, ExperienceTable, _parse_hp
 
 __all__ = ["DEFAULT_QUICKTUNE_DIR", "META_FEATURE_NAMES", "load_quicktune"]
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._experience import ExperienceRun, ExperienceTable, read_table
+from adaptor_service._experience import ExperienceRun, ExperienceTable, read_table
 from benchmarks._policies import (
     AnytimeSearch,
     BestPriorPolicy,

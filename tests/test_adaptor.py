@@ -150,8 +150,8 @@ def test_predictors_survive_pickle(tiny_space, digits_task):
 
 
 def test_warm_start_from_an_experience_file_is_idempotent(tmp_path, tiny_space, digits_task):
+    from adaptor_service._experience import ExperienceRun, ExperienceTable, write_jsonl
     from adaptor_service.server import warm_start_from_file
-    from benchmarks._experience import ExperienceRun, ExperienceTable, write_jsonl
 
     meta = dict(digits_task.meta_features)
     runs = [

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptor_service._types import CurvePoint
-from benchmarks._experience import (
+from adaptor_service._experience import (
     ExperienceFormatError,
     ExperienceRun,
     ExperienceTable,
@@ -19,6 +18,7 @@ from benchmarks._experience import (
     write_csv,
     write_jsonl,
 )
+from adaptor_service._types import CurvePoint
 from benchmarks._quicktune import load_quicktune
 
 HEADER = "task_id,run_id,model,epoch,accuracy,seconds,meta.num_samples,hp.lr,hp.opt\n"
