@@ -396,8 +396,8 @@ class Adaptor:
         restart keeps that fit.
         """
         new = sum(self.observe(o) for o in observations)
+        self.flush()  # a background learner: the first plans after this start from all of it
         if new:
-            self.flush()
             with self._learning, self._lock:
                 self._state.accuracy.refit()
                 self._state.time.refit()

@@ -773,8 +773,8 @@ class _TaskPrior:
         self._after: tuple[list[tuple[float, float, float]], ...] = ([(0.0, 0.0, 0.0)], [(0.0, 0.0, 0.0)])
         self._dirty = 0  # the first task whose "after" states are out of date
 
-    def update(self, key: object, var: stats.Var) -> None:
-        """Task ``key``'s statistics are now ``var``."""
+    def update(self, key: object, var: stats.Var) -> int:
+        """Task ``key``'s statistics are now ``var``; returns the task's position (first seen, 0)."""
         i = self._position.setdefault(key, len(self._tasks))
         entry = (var.mean.n, var.mean.get(), math.sqrt(var.get()))
         if i == len(self._tasks):
@@ -782,6 +782,7 @@ class _TaskPrior:
         else:
             self._tasks[i] = entry
         self._dirty = min(self._dirty, i)
+        return i
 
     def get(self) -> tuple[float, float, float]:
         """(number of tasks averaged, mean level, mean spread)."""
@@ -869,14 +870,12 @@ class AccuracyPredictor(_Params):
         # refit restandardises old samples with their task's current level and spread.
         self._sample_task: list[int] = []
         self._sample_accuracy: list[float] = []
-        self._task_positions: dict[tuple[tuple[str, float], ...], int] = {}
         if normalize_by_task and isinstance(self._model, BatchRefitRegressor):
             self._model.set_target_source(self._standardised_targets)
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         state.pop("_prior")  # derived from _tasks: rebuilt on load
-        state.pop("_task_positions", None)
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -887,7 +886,6 @@ class AccuracyPredictor(_Params):
             if isinstance(state.get("_model"), BatchRefitRegressor):
                 state["_model"].set_target_source(None)  # type: ignore[attr-defined]
         self.__dict__.update(state)
-        self._task_positions = {key: i for i, key in enumerate(self._tasks)}  # _tasks keeps insertion order
         self._prior = _TaskPrior(max(2.0, self.task_prior_weight))
         for key, var in self._tasks.items():
             self._prior.update(key, var)
@@ -923,11 +921,10 @@ class AccuracyPredictor(_Params):
             var = self._tasks.get(key)
             if var is None:
                 var = self._tasks[key] = stats.Var()
-                self._task_positions[key] = len(self._task_positions)
             var.update(y)
-            self._prior.update(key, var)
+            position = self._prior.update(key, var)  # = the task's place in _tasks
             if self._retargets():
-                self._sample_task.append(self._task_positions[key])
+                self._sample_task.append(position)
                 self._sample_accuracy.append(y)
         level, spread = self._scale(x)
         target = (y - level) / spread

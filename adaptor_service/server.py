@@ -187,7 +187,6 @@ def warm_start_from_file(adaptor: Adaptor, path: str) -> int:
     if space is not None:
         observations = [replace(o, candidate=space.complete(o.task, o.candidate)) for o in observations]
     learned = adaptor.warm_start(observations)
-    adaptor.flush()  # the first plans start from all of the experience
     log.info("warm start from %s: %d runs, %d new", path, len(observations), learned)
     return learned
 

@@ -104,7 +104,6 @@ def run_service_benchmark(
     served = Adaptor.in_memory(candidate_space=space, learn_in_background=True)
     for adaptor in (direct, served):
         adaptor.warm_start(_observation(adaptor, i) for i in range(warm))
-        adaptor.flush()
     gc.freeze()  # as nasoa-adaptor does once started (adaptor_service/server.py)
     server, port, _ = make_server(served, "127.0.0.1:0")
     server.start()
@@ -162,7 +161,6 @@ def _observe_sqlite(space: CandidateSpace, url: str, warm: int, requests: list) 
 
     stored = Adaptor(open_store(url), candidate_space=space, learn_in_background=True)
     stored.warm_start(_observation(stored, i) for i in range(warm))
-    stored.flush()
     server, port, _ = make_server(stored, "127.0.0.1:0")
     server.start()
     try:
