@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeVar
@@ -27,6 +27,7 @@ import river
 from river import metrics, stats
 
 from adaptor_service._candidates import CandidateSpace, CandidateTable
+from adaptor_service._known_runs import KnownRuns, RunKey, correct_accuracy, correct_seconds, rows_by_run
 from adaptor_service._predictors import (
     AccuracyPredictor,
     CandidateBlock,
@@ -57,7 +58,7 @@ T = TypeVar("T")
 
 __all__ = ["Adaptor", "AdaptorStats", "Dispatcher", "DispatchError"]
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: the state keeps the measured runs (KnownRuns)
 
 
 class DispatchError(RuntimeError):
@@ -88,6 +89,7 @@ class _LearnedState:
     def __init__(self, accuracy: AccuracyPredictor, time_model: TimePredictor) -> None:
         self.accuracy = accuracy
         self.time = time_model
+        self.known_runs = KnownRuns()
         self.time_log_error_q90 = stats.Quantile(0.9)
         self.accuracy_mae = metrics.MAE()
         self.time_rel_error = stats.Mean()
@@ -151,6 +153,7 @@ class Adaptor:
         self._state = _LearnedState(accuracy_predictor or AccuracyPredictor(), time_predictor or TimePredictor())
         self._features: _LRU[tuple[CandidateTable, FeatureRows]] = _LRU(feature_cache_size)
         self._blocks: _LRU[CandidateBlock] = _LRU(8)  # per (space, models): what every task shares
+        self._run_rows: _LRU[dict[RunKey, list[int]]] = _LRU(8)  # per (space, models): rows of each run
         self._backlog = _Backlog(max_backlog, learn_pause_seconds) if learn_in_background else None
         self._restore()
         if self._backlog is not None:
@@ -177,9 +180,20 @@ class Adaptor:
     def _predict_many(self, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
         # One batch call per predictor: the service scores thousands of candidates per request.
         rows = CandidateBlock(candidates).rows(task, [c.prior_seconds for c in candidates], candidates)
-        accuracies = self._state.accuracy.predict_many(rows, same_task=True)
-        times = self._state.time.predict_many(rows)
-        return [Prediction(a, a_std, s, s_std) for (a, a_std), (s, s_std) in zip(accuracies, times, strict=True)]
+        acc, acc_std = self._state.accuracy.predict_arrays(rows, same_task=True)
+        sec, sec_std = self._state.time.predict_arrays(rows)
+        measured = [(i, candidates[i], curve) for i, curve in self._state.known_runs.matches(task, candidates)]
+        if measured:
+            correct_seconds(measured, sec, sec_std)
+            correct_accuracy(measured, acc, acc_std, self._accuracy_at(task))
+        columns = (acc.tolist(), acc_std.tolist(), sec.tolist(), sec_std.tolist())
+        return [Prediction(*p) for p in zip(*columns, strict=True)]
+
+    def _accuracy_at(self, task: TaskSpec) -> Callable[[Candidate, int], float]:
+        """The model's accuracy of a candidate at another number of epochs."""
+        return lambda candidate, epochs: self._state.accuracy.predict_one(
+            make_features(task, _at_epochs(candidate, epochs))
+        )
 
     def _predict_one(self, task: TaskSpec, candidate: Candidate) -> Prediction:
         x = make_features(task, candidate)
@@ -232,10 +246,22 @@ class Adaptor:
         candidates, rows = entry
         with self._lock:
             sec, sec_std = self._state.time.predict_arrays(rows)
+            measured = []
+            if self._state.known_runs.of_task(task):
+                rows_of = self._run_rows.get((space, models))
+                if rows_of is None:  # the same for every task of the space
+                    rows_of = self._run_rows.put((space, models), rows_by_run(candidates.templates))
+                found = self._state.known_runs.matches(task, candidates, rows_of)
+                measured = [(i, candidates[i], curve) for i, curve in found]
+                correct_seconds(measured, sec, sec_std)
             margin = self.time_margin
             shortlist = space.unique_keys and type(self.generator) is OneShotGenerator
             need = _one_shot_rows(task, sec, margin, top_k or 5) if shortlist else np.arange(len(rows))
             need, acc, acc_std = self._accuracy_of(task, candidates, rows, need)
+            if measured:  # positions in the rows predicted
+                position = {int(row): i for i, row in enumerate(need)}
+                measured = [(position[i], c, curve) for i, c, curve in measured if i in position]
+                correct_accuracy(measured, acc, acc_std, self._accuracy_at(task))
             picked = np.arange(len(need))
             if shortlist:
                 picked = _one_shot_shortlist(self.generator, task, acc, acc_std, sec[need], margin, top_k or 5)
@@ -463,6 +489,7 @@ class Adaptor:
             state.accuracy.learn_one(x, point.accuracy)
             if point.seconds > 0:
                 state.time.learn_one(x, point.seconds)
+        state.known_runs.learn_one(obs)
         state.n_learned += 1
 
     # ---- stats & persistence --------------------------------------------------------

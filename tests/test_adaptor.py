@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import pytest
 
@@ -123,6 +124,34 @@ def test_restart_from_snapshot_plus_log_gives_identical_predictions(tmp_path, ti
     assert restarted.stats().observations == 30
     assert restarted.predict(digits_task, candidates) == expected
     assert restarted.time_margin == live.time_margin
+
+
+def test_a_run_measured_on_a_task_is_predicted_from_its_curve(tmp_path, tiny_space, digits_task):
+    snap = tmp_path / "adaptor.snapshot"
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space, snapshot_path=snap)
+    _stream(adaptor, 0, 20)  # other tasks: the models are fit
+    diverged = tiny_space.candidates(digits_task)[0]
+    regime = [replace(diverged, epochs=e, prior_seconds=None) for e in (1, 2, 3, 6)]
+    other_task = replace(digits_task, meta_features={"num_samples": 999.0, "num_classes": 10.0})
+    before = adaptor.predict(digits_task, regime)
+    # The run was planned for 3 epochs and diverged: 5% after 1, 4% after 2, 3% after 3, 10 s an epoch.
+    curve = (CurvePoint(1, 5.0, 10.0), CurvePoint(2, 4.0, 20.0), CurvePoint(3, 3.0, 30.0))
+    adaptor.observe(Observation("diverged", digits_task, regime[2], 3.0, 30.0, curve))
+
+    after = adaptor.predict(digits_task, regime)
+    assert [(p.accuracy, p.accuracy_std, p.seconds, p.seconds_std) for p in after[:3]] == [
+        (5.0, 0.0, 10.0, 0.0), (4.0, 0.0, 20.0, 0.0), (3.0, 0.0, 30.0, 0.0)
+    ]
+    # 6 epochs were not measured: the model's guess moved by the run's residual at 3 epochs.
+    assert after[3].seconds == pytest.approx(60.0)
+    assert after[3].accuracy < before[3].accuracy - 20
+    assert adaptor.predict(other_task, regime) != after  # only this task's runs are known
+    # The plan for a bigger budget does not pick the diverged run again, and a restart keeps it.
+    plan = adaptor.recommend(replace(digits_task, budget_seconds=1000.0))
+    assert (plan.candidate.model, dict(plan.candidate.hparams)) != (diverged.model, dict(diverged.hparams))
+    adaptor.snapshot()
+    restarted = Adaptor.in_memory(candidate_space=tiny_space, snapshot_path=snap)
+    assert restarted.predict(digits_task, regime) == after
 
 
 def test_torn_snapshot_falls_back_to_the_log(tmp_path, tiny_space, digits_task):

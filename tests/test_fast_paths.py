@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from adaptor_service import Adaptor, CurvePoint, Observation, Prediction, TaskSpec, open_store
+from adaptor_service._known_runs import correct_accuracy, correct_seconds
 from adaptor_service._predictors import (
     CandidateBlock,
     _one_thread,
@@ -47,9 +48,13 @@ def _plain_plan(adaptor: Adaptor, generator, task: TaskSpec, top_k: int = 5):
     """The plan from every candidate's feature dict (no cache, no feature block, no shortlist)."""
     candidates = adaptor.candidate_space.candidates(task)
     xs = [make_features(task, c) for c in candidates]
-    accuracies = adaptor._state.accuracy.predict_many(xs)
-    times = adaptor._state.time.predict_many(xs)
-    predictions = [Prediction(*a, *t) for a, t in zip(accuracies, times, strict=True)]
+    acc, acc_std = adaptor._state.accuracy.predict_arrays(xs)
+    sec, sec_std = adaptor._state.time.predict_arrays(xs)
+    # Runs measured on the task are corrected by their curves, whatever the path.
+    measured = [(i, candidates[i], curve) for i, curve in adaptor._state.known_runs.matches(task, candidates)]
+    correct_seconds(measured, sec, sec_std)
+    correct_accuracy(measured, acc, acc_std, adaptor._accuracy_at(task))
+    predictions = [Prediction(*p) for p in zip(acc, acc_std, sec, sec_std, strict=True)]
     scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
     return generator.choose(task, scored, adaptor.time_margin, top_k)
 
@@ -66,6 +71,7 @@ def test_space_recommend_equals_the_plain_path_cold_and_after_refits(space, opti
             # Tasks come back with other budgets: the cached matrix must serve them all.
             task = _task(i % 4, budget=5.0 + 9 * i)
             assert adaptor.recommend(task, top_k=i % 4) == _plain_plan(adaptor, reference, task, i % 4 or 5)
+    assert adaptor._state.known_runs.of_task(_task(1)), "the tasks asked for have measured runs"
 
 
 def test_other_generators_see_every_candidate(space):
@@ -79,7 +85,7 @@ def test_other_generators_see_every_candidate(space):
 def test_cached_predictions_follow_each_refit(space):
     adaptor = Adaptor.in_memory(candidate_space=space)
     adaptor.warm_start(_observations(space, 0, 15))
-    task = _task(1)
+    task = _task(50)  # no measured run: its plan comes from the models alone
     before = adaptor.recommend(task)
     model = adaptor._state.accuracy._model
     fits = model._n_fits
