@@ -9,6 +9,7 @@ over the last snapshot reaches the very same state.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import math
 import os
@@ -395,24 +396,34 @@ class Adaptor:
         With ``learn_in_background`` it returns once the result is recorded; it is learned
         soon after, in log order (:meth:`flush` waits for that).
         """
+        return self.observe_many([(obs, job)])[0]
+
+    def observe_many(self, results: Sequence[tuple[Observation, Job | None | Literal["look up"]]]) -> list[bool]:
+        """:meth:`observe` for several (result, job) pairs, recorded in one store transaction."""
+        if not results:
+            return []
+        observations = [obs for obs, _ in results]
         if self._backlog is not None:
             self._backlog.wait_for_room()
             with self._backlog.order:  # log order is learning order
-                seq = self.store.record_observation(obs)
-                if seq is None:
-                    return False
-                self._backlog.put(seq, obs)
-            self._finish_job(obs, job)
-            return True
+                positions = self.store.record_observations(observations)
+                for obs, seq in zip(observations, positions, strict=True):
+                    if seq is not None:
+                        self._backlog.put(seq, obs)
+            for (obs, job), seq in zip(results, positions, strict=True):
+                if seq is not None:
+                    self._finish_job(obs, job)
+            return [seq is not None for seq in positions]
         with self._learning, self._lock:
-            seq = self.store.record_observation(obs)
-            if seq is None:
-                return False
-            self._learn(seq, obs)
-            self._finish_job(obs, job)
-            if self.snapshot_path and self._state.n_learned % self.snapshot_every == 0:
-                self.snapshot()
-            return True
+            positions = self.store.record_observations(observations)
+            for (obs, job), seq in zip(results, positions, strict=True):
+                if seq is None:
+                    continue
+                self._learn(seq, obs)
+                self._finish_job(obs, job)
+                if self.snapshot_path and self._state.n_learned % self.snapshot_every == 0:
+                    self.snapshot()
+            return [seq is not None for seq in positions]
 
     def warm_start(self, observations: Iterable[Observation]) -> int:
         """Learn from past results (an experience log); returns how many were new.
@@ -421,7 +432,10 @@ class Adaptor:
         them fit on as little as half of a large log), and the state is snapshotted so a
         restart keeps that fit.
         """
-        new = sum(self.observe(o) for o in observations)
+        new = 0
+        stream = iter(observations)
+        while chunk := [(obs, "look up") for obs in itertools.islice(stream, 256)]:
+            new += sum(self.observe_many(chunk))  # one store transaction per chunk
         self.flush()  # a background learner: the first plans after this start from all of it
         if new:
             with self._learning, self._lock:

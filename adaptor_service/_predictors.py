@@ -25,6 +25,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from river import base, linear_model, stats
@@ -446,21 +447,44 @@ def _walk(flat: tuple[float, list[tuple[list, ...]]], row: list[float]) -> float
     return total
 
 
-_FORESTS: weakref.WeakKeyDictionary[object, tuple[object, ...]] = weakref.WeakKeyDictionary()
+@dataclass
+class _Forest:
+    """A fitted model's trees with their nodes in one array (kept while the model lives).
+
+    ``shells`` are copies of the tree predictors whose nodes each prediction points at its
+    own cut of the trees, in ``buffer``; ``lock`` lets one prediction at a time use them
+    (another one makes its own copies).
+    """
+
+    trees: list
+    nodes: np.ndarray
+    starts: np.ndarray
+    offset: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    shells: list
+    buffer: np.ndarray
+    lock: threading.Lock
+
+
+_FORESTS: weakref.WeakKeyDictionary[object, _Forest] = weakref.WeakKeyDictionary()
 
 #: Below this many rows, fixing the constant features costs more than it saves.
 _SPECIALIZE_ROWS = 256
 
 
-def _forest(model: object) -> tuple[object, ...]:
-    """A fitted model's trees with their nodes in one array (kept while the model lives)."""
+def _forest(model: object) -> _Forest:
     found = _FORESTS.get(model)
     if found is None:
         trees = [predictor for (predictor,) in model._predictors]  # type: ignore[attr-defined]
         nodes = np.concatenate([t.nodes for t in trees])
         starts = np.cumsum([0] + [len(t.nodes) for t in trees])
         offset = np.repeat(starts[:-1], np.diff(starts))  # each node's tree start
-        found = _FORESTS[model] = (trees, nodes, starts, offset)
+        left = nodes["left"].astype(np.intp) + offset
+        right = nodes["right"].astype(np.intp) + offset
+        found = _FORESTS[model] = _Forest(
+            trees, nodes, starts, offset, left, right, [copy.copy(t) for t in trees], nodes.copy(), threading.Lock()
+        )
     return found
 
 
@@ -472,7 +496,8 @@ def _predict_fixing_constants(model: object, X: np.ndarray) -> np.ndarray:
     scikit-learn predicts with the smaller trees, adding them in the same order, so the
     result is identical.
     """
-    trees, nodes, starts, offset = _forest(model)
+    forest = _forest(model)
+    nodes, starts, offset, left, right = forest.nodes, forest.starts, forest.offset, forest.left, forest.right
     first = X[0]
     constant = ((first == X) | (np.isnan(X) & np.isnan(first))).all(axis=0)
     if not constant.any() or nodes["is_categorical"].any():
@@ -480,8 +505,6 @@ def _predict_fixing_constants(model: object, X: np.ndarray) -> np.ndarray:
     feature = nodes["feature_idx"]
     fixed = (nodes["is_leaf"] == 0) & constant[feature]
     value = first[feature]
-    left = nodes["left"].astype(np.intp) + offset
-    right = nodes["right"].astype(np.intp) + offset
     with np.errstate(invalid="ignore"):
         go_left = np.where(np.isnan(value), nodes["missing_go_to_left"] == 1, value <= nodes["num_threshold"])
     jump = np.where(fixed, np.where(go_left, left, right), np.arange(len(nodes)))
@@ -490,20 +513,26 @@ def _predict_fixing_constants(model: object, X: np.ndarray) -> np.ndarray:
         if np.array_equal(further, jump):
             break
         jump = further
-    cut = nodes.copy()
-    cut["left"] = jump[left] - offset
-    cut["right"] = jump[right] - offset
-    roots = starts[:-1]
-    moved = jump[roots] != roots
-    cut[roots[moved]] = cut[jump[roots][moved]]  # a tree starts at its node 0
-    predictors = []
-    for tree, start, end in zip(trees, starts[:-1], starts[1:], strict=True):
-        predictor = copy.copy(tree)
-        predictor.nodes = cut[start:end]
-        predictors.append([predictor])
-    raw = np.zeros((len(X), 1), dtype=model._baseline_prediction.dtype, order="F")  # type: ignore[attr-defined]
-    raw += model._baseline_prediction  # type: ignore[attr-defined]
-    model._predict_iterations(X, predictors, raw, False, 1)  # type: ignore[attr-defined]
+    own = forest.lock.acquire(blocking=False)
+    try:
+        cut = forest.buffer if own else nodes.copy()
+        shells = forest.shells if own else [copy.copy(t) for t in forest.trees]
+        cut[...] = nodes
+        cut["left"] = jump[left] - offset
+        cut["right"] = jump[right] - offset
+        roots = starts[:-1]
+        moved = jump[roots] != roots
+        cut[roots[moved]] = cut[jump[roots][moved]]  # a tree starts at its node 0
+        predictors = []
+        for shell, start, end in zip(shells, starts[:-1], starts[1:], strict=True):
+            shell.nodes = cut[start:end]
+            predictors.append([shell])
+        raw = np.zeros((len(X), 1), dtype=model._baseline_prediction.dtype, order="F")  # type: ignore[attr-defined]
+        raw += model._baseline_prediction  # type: ignore[attr-defined]
+        model._predict_iterations(X, predictors, raw, False, 1)  # type: ignore[attr-defined]
+    finally:
+        if own:
+            forest.lock.release()
     return raw.ravel()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -95,29 +96,28 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
 
     @_maps_errors
     def Observe(self, request_iterator: Iterator[pb.ObserveRequest], context: grpc.ServicerContext) -> pb.ObserveSummary:
-        received = learned = duplicates = 0
-        for request in request_iterator:
-            received += 1
-            if not request.job_id:
-                raise InvalidArgument(f"observe message {received}: job_id is required")
-            kind = request.WhichOneof("event")
-            if kind == "started":
-                self.adaptor.job_started(request.job_id, request.started.worker)
-            elif kind == "progress":
-                p = request.progress
-                self.adaptor.job_progress(request.job_id, CurvePoint(p.epoch, p.accuracy, p.seconds))
-            elif kind == "result":
-                obs, job = self._observation(request)
-                # A caller that gave up (deadline passed, cancelled) gets nothing learned.
-                if not context.is_active():
-                    break
-                if self.adaptor.observe(obs, job=job):
-                    learned += 1
+        received = 0
+        results = _ResultGroups(self.adaptor, context)
+        try:
+            for request in request_iterator:
+                received += 1
+                if not request.job_id:
+                    raise InvalidArgument(f"observe message {received}: job_id is required")
+                kind = request.WhichOneof("event")
+                if kind == "result":
+                    results.add(*self._observation(request))
+                    continue
+                results.commit()  # a job's events stay in order with its result
+                if kind == "started":
+                    self.adaptor.job_started(request.job_id, request.started.worker)
+                elif kind == "progress":
+                    p = request.progress
+                    self.adaptor.job_progress(request.job_id, CurvePoint(p.epoch, p.accuracy, p.seconds))
                 else:
-                    duplicates += 1
-            else:
-                raise InvalidArgument(f"observe message {received}: one of started, progress, result is required")
-        return pb.ObserveSummary(received=received, learned=learned, duplicates=duplicates)
+                    raise InvalidArgument(f"observe message {received}: one of started, progress, result is required")
+        finally:
+            results.commit()  # what came before a bad message is kept, as if sent alone
+        return pb.ObserveSummary(received=received, learned=results.learned, duplicates=results.duplicates)
 
     def _observation(self, request: pb.ObserveRequest) -> tuple[Observation, Job | None]:
         """The result as an Observation, and the stored job it finishes (None: an external run)."""
@@ -178,3 +178,67 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
             policy=s.policy,
             time_margin=s.time_margin,
         )
+
+
+class _ResultGroups:
+    """The results of one Observe stream, recorded in groups: one store transaction each.
+
+    A group is committed when it holds ``max_size`` results, when ``max_wait`` seconds have
+    passed since its first one (a timer, so a result on a long-lived stream is not held
+    back), before any other kind of message, and at the end of the stream; the summary is
+    sent only after the last commit. A caller that gave up (deadline passed, cancelled)
+    gets nothing more recorded.
+    """
+
+    def __init__(
+        self, adaptor: Adaptor, context: grpc.ServicerContext, max_size: int = 64, max_wait: float = 0.05
+    ) -> None:
+        self.adaptor = adaptor
+        self.context = context
+        self.max_size = max_size
+        self.max_wait = max_wait
+        self.learned = 0
+        self.duplicates = 0
+        self._items: list[tuple[Observation, Job | None]] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._failed: Exception | None = None  # a commit by the timer that failed: raised in the stream
+
+    def add(self, obs: Observation, job: Job | None) -> None:
+        with self._lock:
+            self._raise_failure()
+            self._items.append((obs, job))
+            if len(self._items) >= self.max_size:
+                self._commit()
+            elif self._timer is None:
+                self._timer = threading.Timer(self.max_wait, self._on_timer)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def commit(self) -> None:
+        with self._lock:
+            self._raise_failure()
+            self._commit()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            try:
+                self._commit()
+            except Exception as exc:
+                self._failed = exc
+
+    def _raise_failure(self) -> None:
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
+
+    def _commit(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        items, self._items = self._items, []
+        if not items or not self.context.is_active():
+            return
+        recorded = self.adaptor.observe_many(items)
+        self.learned += sum(recorded)
+        self.duplicates += len(recorded) - sum(recorded)

@@ -2,8 +2,9 @@
 
 The contract (Optuna storage style):
 - every method is thread safe;
-- ``record_observation`` is the idempotency point: an observation for a job id that is
-  already recorded is not stored again and the call returns ``None``;
+- ``record_observations`` is the idempotency point: an observation for a job id that is
+  already recorded (before, or earlier in the same batch) is not stored again, and its
+  position is ``None``; a batch is one transaction where the store has them;
 - stored objects are never modified by readers (they get copies).
 """
 
@@ -12,10 +13,12 @@ from __future__ import annotations
 import abc
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from adaptor_service import _convert as convert
 from adaptor_service._types import InvalidArgument, Job, JobEvent, JobState, NotFound, Observation
@@ -52,8 +55,12 @@ class JobStore(abc.ABC):
         """Events of a job with seq > after_seq, in order."""
 
     @abc.abstractmethod
+    def record_observations(self, observations: Sequence[Observation]) -> list[int | None]:
+        """Store observations in order; each one's log position, or None if its job id is known."""
+
     def record_observation(self, obs: Observation) -> int | None:
         """Store an observation and return its log position, or None if its job id is known."""
+        return self.record_observations([obs])[0]
 
     @abc.abstractmethod
     def observations_after(self, after_seq: int = 0) -> Iterator[tuple[int, Observation]]:
@@ -115,13 +122,17 @@ class MemoryStore(JobStore):
         with self._lock:
             return [e for e in self._events.get(job_id, []) if e.seq > after_seq]
 
-    def record_observation(self, obs: Observation) -> int | None:
+    def record_observations(self, observations: Sequence[Observation]) -> list[int | None]:
+        positions: list[int | None] = []
         with self._lock:
-            if obs.job_id in self._observed_ids:
-                return None
-            self._observed_ids.add(obs.job_id)
-            self._observations.append(obs)
-            return len(self._observations)
+            for obs in observations:
+                if obs.job_id in self._observed_ids:
+                    positions.append(None)
+                    continue
+                self._observed_ids.add(obs.job_id)
+                self._observations.append(obs)
+                positions.append(len(self._observations))
+        return positions
 
     def observations_after(self, after_seq: int = 0) -> Iterator[tuple[int, Observation]]:
         with self._lock:
@@ -187,6 +198,13 @@ class SQLStore(JobStore):
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         _metadata.create_all(self._engine)
         self._event_lock = threading.Lock()
+        # A known job id inserts nothing and returns no row: that is the idempotency.
+        dialect_insert = sqlite_insert if self._engine.dialect.name == "sqlite" else postgresql_insert
+        self._insert_observation = (
+            dialect_insert(_observations)
+            .on_conflict_do_nothing(index_elements=[_observations.c.job_id])
+            .returning(_observations.c.seq)
+        )
 
     def close(self) -> None:
         self._engine.dispose()
@@ -259,16 +277,16 @@ class SQLStore(JobStore):
             rows = conn.execute(query).all()
         return [convert.event_from_pb(convert.from_json(r[0], pb.JobEvent)) for r in rows]  # type: ignore[arg-type]
 
-    def record_observation(self, obs: Observation) -> int | None:
-        body = convert.to_json(convert.observation_to_pb(obs))
-        try:
-            with self._engine.begin() as conn:
-                result = conn.execute(
-                    _observations.insert().values(job_id=obs.job_id, recorded_at=time.time(), body=body)
-                )
-                return int(result.inserted_primary_key[0])
-        except sa.exc.IntegrityError:
-            return None
+    def record_observations(self, observations: Sequence[Observation]) -> list[int | None]:
+        # One transaction for the batch: with SQLite, each commit rewrites the table's last
+        # pages into the write-ahead log, so one commit per result multiplies the I/O.
+        rows = [
+            {"job_id": obs.job_id, "recorded_at": time.time(), "body": convert.to_json(convert.observation_to_pb(obs))}
+            for obs in observations
+        ]
+        with self._engine.begin() as conn:
+            found = [conn.execute(self._insert_observation, row).first() for row in rows]
+        return [None if row is None else int(row[0]) for row in found]
 
     def observations_after(self, after_seq: int = 0) -> Iterator[tuple[int, Observation]]:
         query = (

@@ -60,6 +60,49 @@ def test_duplicate_observe_changes_nothing(served, digits_task):
         assert client.get_stats().observations == 1
 
 
+def _external(i: int, digits_task) -> pb.ObserveRequest:
+    from adaptor_service import Candidate
+    from adaptor_service import _convert as convert
+
+    c = Candidate("small", {"lr": 0.01, "optimizer": "sgd"}, epochs=1)
+    return convert.observation_to_pb(Observation(f"ext-{i}", digits_task, c, 50.0 + i % 40, 2.0))
+
+
+def test_a_result_on_a_long_lived_stream_is_recorded_while_the_stream_stays_open(served, digits_task):
+    adaptor, address = served
+    seen = threading.Event()
+
+    def stream():
+        yield _external(0, digits_task)
+        # The stream stays open: the result must not wait for its end (nor for 63 more).
+        for _ in range(200):
+            if adaptor.stats().observations == 1:
+                seen.set()
+                break
+            threading.Event().wait(0.025)
+
+    with AdaptorClient(address, timeout=30) as client:
+        summary = client.observe_requests(stream())
+    assert seen.is_set() and (summary.received, summary.learned) == (1, 1)
+
+
+def test_many_results_in_one_stream_are_recorded_in_order_and_once(served, digits_task):
+    adaptor, address = served
+    requests = [_external(i, digits_task) for i in range(150)] + [_external(7, digits_task)]
+    with AdaptorClient(address, timeout=30) as client:
+        summary = client.observe_requests(requests)
+    assert (summary.received, summary.learned, summary.duplicates) == (151, 150, 1)
+    assert [o.job_id for _, o in adaptor.store.observations_after(0)] == [f"ext-{i}" for i in range(150)]
+
+
+def test_results_before_a_bad_message_are_kept(served, digits_task):
+    adaptor, address = served
+    requests = [_external(i, digits_task) for i in range(3)] + [pb.ObserveRequest(job_id="", result=pb.Result())]
+    with AdaptorClient(address, timeout=30) as client, pytest.raises(InvalidArgument, match="message 4: job_id"):
+        client.observe_requests(requests)
+    assert adaptor.stats().observations == 3
+
+
 def test_external_result_needs_task_and_candidate(served, digits_task):
     _, address = served
     with AdaptorClient(address) as client, pytest.raises(NotFound, match="must carry its task and candidate"):

@@ -97,3 +97,12 @@ def test_observation_recorded_once_even_under_concurrency(store):
     assert [o.job_id for _, o in log] == ["dup", "other"]
     assert [o.job_id for _, o in store.observations_after(log[0][0])] == ["other"]
     assert log[0][1] == _obs("dup")
+
+
+def test_a_batch_of_observations_is_recorded_in_order_without_duplicates(store):
+    store.record_observation(_obs("known"))
+    positions = store.record_observations([_obs("a"), _obs("known"), _obs("b"), _obs("a")])
+    assert positions[1] is None and positions[3] is None  # known before, and earlier in the batch
+    assert positions[0] is not None and positions[2] is not None and positions[0] < positions[2]
+    assert [o.job_id for _, o in store.observations_after(0)] == ["known", "a", "b"]
+    assert store.record_observations([]) == []
