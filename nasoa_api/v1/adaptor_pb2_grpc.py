@@ -95,7 +95,8 @@ class AdaptorServiceServicer:
 
     def Observe(self, request_iterator, context):
         """Results (and progress) streamed back by workers or by other schedulers.
-        Idempotent by job_id: a duplicate result changes nothing.
+        Idempotent by job_id: a duplicate result changes nothing. Results are recorded in
+        groups (up to 64, or 50 ms after the first of a group); the summary comes once all are.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
