@@ -52,6 +52,8 @@ class ServiceBenchResult:
     observe_direct_learned_per_s: float = 0.0
     observe_grpc_sqlite_per_s: float = 0.0
     observe_grpc_sqlite_learned_per_s: float = 0.0
+    #: Recommend through gRPC from a client in its own process (as workers and nasoa-submit call it).
+    recommend_grpc_other_process: LatencyFigures | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -71,9 +73,9 @@ def benchmark_space(n_models: int = 6) -> CandidateSpace:
     return CandidateSpace(models, RegimeGrid())
 
 
-def _task(i: int) -> TaskSpec:
+def _task(i: int, source: str = "digits") -> TaskSpec:
     return TaskSpec(
-        f"builtin:digits?seed={i % 7}",
+        f"builtin:{source}?seed={i % 7}",
         10.0 + (i * 13) % 50,
         {"num_samples": 500.0 + (i * 97) % 3000, "num_classes": 10.0, "channels": 1.0, "image_size": 8.0},
     )
@@ -121,6 +123,8 @@ def run_service_benchmark(
                 client.recommend(_task(-1 - i))
             rec_direct = _latencies(lambda i: direct.recommend(_task(i)), calls)
             rec_grpc = _latencies(lambda i: client.recommend(_task(i)), calls)
+            progress(f"recommend: {calls} calls through gRPC from a client in another process")
+            rec_other = _recommend_from_another_process(f"127.0.0.1:{port}", calls)
 
             progress(f"observe: {observations} results direct, {observations} through one gRPC stream")
             batch = [_observation(direct, warm + i) for i in range(observations)]
@@ -153,6 +157,7 @@ def run_service_benchmark(
         warm_observations=warm,
         recommend_grpc=rec_grpc,
         recommend_direct=rec_direct,
+        recommend_grpc_other_process=rec_other,
         observe_grpc_per_s=grpc_rate,
         observe_direct_per_s=direct_rate,
         observations_per_run=observations,
@@ -161,6 +166,23 @@ def run_service_benchmark(
         observe_grpc_sqlite_per_s=sqlite_rate,
         observe_grpc_sqlite_learned_per_s=sqlite_learned,
     )
+
+
+def _recommend_from_another_process(address: str, calls: int) -> LatencyFigures:
+    """Recommend latency seen by a client in its own process (other tasks: no cache hits)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_client_latencies, (address, calls))
+
+
+def _client_latencies(address: str, calls: int) -> LatencyFigures:
+    from clients._client import AdaptorClient
+
+    with AdaptorClient(address, timeout=30) as client:
+        for i in range(WARMUP_CALLS):
+            client.recommend(_task(-1 - i, "shapes"))
+        return _latencies(lambda i: client.recommend(_task(i, "shapes")), calls)
 
 
 def _observe_sqlite(space: CandidateSpace, url: str, warm: int, requests: list) -> tuple[float, float]:
@@ -194,6 +216,11 @@ def format_service_result(r: ServiceBenchResult) -> str:
         f"Recommend direct: p50 {r.recommend_direct.p50_ms:.1f} ms, p99 {r.recommend_direct.p99_ms:.1f} ms",
         f"Recommend gRPC:   p50 {r.recommend_grpc.p50_ms:.1f} ms, p99 {r.recommend_grpc.p99_ms:.1f} ms "
         f"(gRPC/direct p50 x{r.recommend_grpc.p50_ms / max(r.recommend_direct.p50_ms, 1e-9):.2f})",
+    ]
+    if r.recommend_grpc_other_process is not None:
+        other = r.recommend_grpc_other_process
+        lines.append(f"Recommend gRPC, client in another process: p50 {other.p50_ms:.1f} ms, p99 {other.p99_ms:.1f} ms")
+    lines += [
         f"Observe direct, memory store: {r.observe_direct_per_s:.0f} observations/s "
         f"(learned: {r.observe_direct_learned_per_s:.0f}/s)",
         f"Observe gRPC, memory store:   {r.observe_grpc_per_s:.0f} observations/s "
