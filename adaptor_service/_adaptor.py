@@ -410,20 +410,19 @@ class Adaptor:
                 for obs, seq in zip(observations, positions, strict=True):
                     if seq is not None:
                         self._backlog.put(seq, obs)
-            for (obs, job), seq in zip(results, positions, strict=True):
-                if seq is not None:
-                    self._finish_job(obs, job)
+            _each(self._finish_job, [(obs, job) for (obs, job), seq in zip(results, positions, strict=True) if seq])
             return [seq is not None for seq in positions]
         with self._learning, self._lock:
             positions = self.store.record_observations(observations)
-            for (obs, job), seq in zip(results, positions, strict=True):
-                if seq is None:
-                    continue
-                self._learn(seq, obs)
-                self._finish_job(obs, job)
-                if self.snapshot_path and self._state.n_learned % self.snapshot_every == 0:
-                    self.snapshot()
+            # Every recorded result is learned and finishes its job, even if one of them fails.
+            _each(self._learn_and_finish, [(seq, obs, job) for (obs, job), seq in zip(results, positions, strict=True) if seq])
             return [seq is not None for seq in positions]
+
+    def _learn_and_finish(self, seq: int, obs: Observation, job: Job | None | Literal["look up"]) -> None:
+        self._learn(seq, obs)
+        self._finish_job(obs, job)
+        if self.snapshot_path and self._state.n_learned % self.snapshot_every == 0:
+            self.snapshot()
 
     def warm_start(self, observations: Iterable[Observation]) -> int:
         """Learn from past results (an experience log); returns how many were new.
@@ -696,6 +695,18 @@ class _Backlog:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+
+
+def _each(fn: Callable[..., None], calls: Sequence[tuple[object, ...]]) -> None:
+    """``fn(*args)`` for every args, then the first exception any of them raised."""
+    failure: Exception | None = None
+    for args in calls:
+        try:
+            fn(*args)
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def _at_epochs(candidate: Candidate, epochs: int) -> Candidate:

@@ -58,7 +58,9 @@ class KnownRuns:
 
     def learn_one(self, obs: Observation) -> None:
         points = obs.curve or (CurvePoint(obs.candidate.epochs, obs.accuracy, obs.seconds),)
-        measured = {p.epoch: (p.accuracy, p.seconds) for p in points}
+        measured = {p.epoch: (p.accuracy, p.seconds) for p in points if p.epoch >= 1}  # epoch 0: before training
+        if not measured:
+            return
         runs = self._tasks.setdefault(_task_key(obs.task), {})
         key = run_key(obs.candidate)
         old = runs.get(key)
@@ -103,6 +105,8 @@ def correct_seconds(measured: Measured, sec: np.ndarray, sec_std: np.ndarray) ->
     """Replace, in place, the predicted seconds of measured runs (std 0 where measured)."""
     for i, candidate, curve in measured:
         j = curve.reference(candidate.epochs)
+        if curve.seconds[j] <= 0:
+            continue  # the time was not measured: the model's guess stands
         sec[i] = curve.seconds[j] * candidate.epochs / curve.epochs[j]
         if curve.epochs[j] == candidate.epochs:
             sec_std[i] = 0.0

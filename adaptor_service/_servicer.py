@@ -6,7 +6,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 
@@ -105,7 +105,9 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
                     raise InvalidArgument(f"observe message {received}: job_id is required")
                 kind = request.WhichOneof("event")
                 if kind == "result":
-                    results.add(*self._observation(request))
+                    obs, job = self._observation(request)
+                    # The job is read again when its group is committed: it may be cancelled by then.
+                    results.add(obs, None if job is None else "look up")
                     continue
                 results.commit()  # a job's events stay in order with its result
                 if kind == "started":
@@ -115,8 +117,13 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
                     self.adaptor.job_progress(request.job_id, CurvePoint(p.epoch, p.accuracy, p.seconds))
                 else:
                     raise InvalidArgument(f"observe message {received}: one of started, progress, result is required")
-        finally:
-            results.commit()  # what came before a bad message is kept, as if sent alone
+        except Exception:
+            try:
+                results.commit()  # what came before a bad message is kept, as if sent alone
+            except Exception:
+                log.exception("recording the results before a failed Observe message")
+            raise
+        results.commit()
         return pb.ObserveSummary(received=received, learned=results.learned, duplicates=results.duplicates)
 
     def _observation(self, request: pb.ObserveRequest) -> tuple[Observation, Job | None]:
@@ -199,12 +206,12 @@ class _ResultGroups:
         self.max_wait = max_wait
         self.learned = 0
         self.duplicates = 0
-        self._items: list[tuple[Observation, Job | None]] = []
+        self._items: list[tuple[Observation, Job | None | Literal["look up"]]] = []
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._failed: Exception | None = None  # a commit by the timer that failed: raised in the stream
 
-    def add(self, obs: Observation, job: Job | None) -> None:
+    def add(self, obs: Observation, job: Job | None | Literal["look up"]) -> None:
         with self._lock:
             self._raise_failure()
             self._items.append((obs, job))

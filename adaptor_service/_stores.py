@@ -11,6 +11,7 @@ The contract (Optuna storage style):
 from __future__ import annotations
 
 import abc
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -181,8 +182,9 @@ _observations = sa.Table(
 class SQLStore(JobStore):
     """A SQLAlchemy store: ``sqlite:///path.db`` (default) or ``postgresql+psycopg://...``.
 
-    Each write is one transaction; the unique constraints (job id, (job id, seq)) settle
-    races between threads or replicas.
+    Each write is one transaction (a batch of observations: one for the batch); the unique
+    constraints (job id, (job id, seq)) settle races between threads or replicas. SQLite must
+    be 3.35 or newer (``INSERT ... RETURNING``).
     """
 
     def __init__(self, url: str) -> None:
@@ -194,12 +196,17 @@ class SQLStore(JobStore):
         else:
             kwargs["pool_pre_ping"] = True
         self._engine = sa.create_engine(url, **kwargs)
+        dialect = self._engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            raise InvalidArgument(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://...")
+        if dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+            raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old for the store: it needs 3.35 or newer")
         if url.startswith("sqlite"):
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         _metadata.create_all(self._engine)
         self._event_lock = threading.Lock()
         # A known job id inserts nothing and returns no row: that is the idempotency.
-        dialect_insert = sqlite_insert if self._engine.dialect.name == "sqlite" else postgresql_insert
+        dialect_insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
         self._insert_observation = (
             dialect_insert(_observations)
             .on_conflict_do_nothing(index_elements=[_observations.c.job_id])

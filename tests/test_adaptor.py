@@ -154,6 +154,33 @@ def test_a_run_measured_on_a_task_is_predicted_from_its_curve(tmp_path, tiny_spa
     assert restarted.predict(digits_task, regime) == after
 
 
+def test_curve_points_without_a_length_or_a_time_leave_the_models_guess(tiny_space, digits_task):
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    _stream(adaptor, 0, 20)
+    run = tiny_space.candidates(digits_task)[0]
+    regime = [replace(run, epochs=e, prior_seconds=None) for e in (1, 2)]
+    before = adaptor.predict(digits_task, regime)
+    # An evaluation before training (epoch 0) and a result whose time was not measured (0 s).
+    curve = (CurvePoint(0, 10.0, 0.0), CurvePoint(1, 40.0, 0.0), CurvePoint(2, 50.0, 0.0))
+    adaptor.observe(Observation("no-time", digits_task, regime[1], 50.0, 0.0, curve))
+    after = adaptor.predict(digits_task, regime)
+    assert [p.accuracy for p in after] == [40.0, 50.0]
+    assert [p.seconds for p in after] == [p.seconds for p in before]  # not "free"
+    assert adaptor.recommend(digits_task).feasible
+
+
+def test_one_failing_result_does_not_stop_the_others_of_a_batch(tmp_path, tiny_space, digits_task):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    # Every snapshot fails (its folder is a file): each result must still be learned and finish its job.
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space, snapshot_path=blocker / "snap", snapshot_every=1)
+    jobs = [adaptor.submit(digits_task, job_id=f"b{i}") for i in range(3)]
+    with pytest.raises(OSError):
+        adaptor.observe_many([(_result(adaptor, job, 70.0, 3.0), "look up") for job in jobs])
+    assert adaptor._state.n_learned == 3
+    assert [adaptor.get_job(job.job_id).state for job in jobs] == [JobState.DONE] * 3
+
+
 def test_torn_snapshot_falls_back_to_the_log(tmp_path, tiny_space, digits_task):
     url = f"sqlite:///{tmp_path / 'a.db'}"
     snap = tmp_path / "adaptor.snapshot"
