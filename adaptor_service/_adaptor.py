@@ -410,12 +410,12 @@ class Adaptor:
                 for obs, seq in zip(observations, positions, strict=True):
                     if seq is not None:
                         self._backlog.put(seq, obs)
-            _each(self._finish_job, [(obs, job) for (obs, job), seq in zip(results, positions, strict=True) if seq])
+            _each(self._finish_job, [(obs, job) for (obs, job), seq in zip(results, positions, strict=True) if seq is not None])
             return [seq is not None for seq in positions]
         with self._learning, self._lock:
             positions = self.store.record_observations(observations)
             # Every recorded result is learned and finishes its job, even if one of them fails.
-            _each(self._learn_and_finish, [(seq, obs, job) for (obs, job), seq in zip(results, positions, strict=True) if seq])
+            _each(self._learn_and_finish, [(seq, obs, job) for (obs, job), seq in zip(results, positions, strict=True) if seq is not None])
             return [seq is not None for seq in positions]
 
     def _learn_and_finish(self, seq: int, obs: Observation, job: Job | None | Literal["look up"]) -> None:
