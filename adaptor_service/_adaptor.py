@@ -28,7 +28,14 @@ import river
 from river import metrics, stats
 
 from adaptor_service._candidates import CandidateSpace, CandidateTable
-from adaptor_service._known_runs import KnownRuns, RunKey, correct_accuracy, correct_seconds, rows_by_run
+from adaptor_service._known_runs import (
+    KnownRuns,
+    Measured,
+    RunKey,
+    correct_accuracy,
+    correct_seconds,
+    rows_by_run,
+)
 from adaptor_service._predictors import (
     AccuracyPredictor,
     CandidateBlock,
@@ -183,12 +190,18 @@ class Adaptor:
         rows = CandidateBlock(candidates).rows(task, [c.prior_seconds for c in candidates], candidates)
         acc, acc_std = self._state.accuracy.predict_arrays(rows, same_task=True)
         sec, sec_std = self._state.time.predict_arrays(rows)
-        measured = [(i, candidates[i], curve) for i, curve in self._state.known_runs.matches(task, candidates)]
+        measured = self._measured(task, candidates)
         if measured:
             correct_seconds(measured, sec, sec_std)
             correct_accuracy(measured, acc, acc_std, self._accuracy_at(task))
         columns = (acc.tolist(), acc_std.tolist(), sec.tolist(), sec_std.tolist())
         return [Prediction(*p) for p in zip(*columns, strict=True)]
+
+    def _measured(
+        self, task: TaskSpec, candidates: Sequence[Candidate], rows_of: dict[RunKey, list[int]] | None = None
+    ) -> Measured:
+        """(position, candidate, curve) of the candidates whose run was measured on ``task``."""
+        return [(i, candidates[i], curve) for i, curve in self._state.known_runs.matches(task, candidates, rows_of)]
 
     def _accuracy_at(self, task: TaskSpec) -> Callable[[Candidate, int], float]:
         """The model's accuracy of a candidate at another number of epochs."""
@@ -252,8 +265,7 @@ class Adaptor:
                 rows_of = self._run_rows.get((space, models))
                 if rows_of is None:  # the same for every task of the space
                     rows_of = self._run_rows.put((space, models), rows_by_run(candidates.templates))
-                found = self._state.known_runs.matches(task, candidates, rows_of)
-                measured = [(i, candidates[i], curve) for i, curve in found]
+                measured = self._measured(task, candidates, rows_of)
                 correct_seconds(measured, sec, sec_std)
             margin = self.time_margin
             shortlist = space.unique_keys and type(self.generator) is OneShotGenerator

@@ -25,7 +25,7 @@ import numpy as np
 
 from adaptor_service._types import Candidate, CurvePoint, Observation, TaskSpec
 
-__all__ = ["KnownRuns", "RunKey", "correct_accuracy", "correct_seconds", "rows_by_run", "run_key"]
+__all__ = ["KnownRuns", "Measured", "RunKey", "correct_accuracy", "correct_seconds", "rows_by_run", "run_key"]
 
 RunKey = tuple[str, tuple[tuple[str, object], ...]]
 
@@ -72,13 +72,10 @@ class KnownRuns:
     def of_task(self, task: TaskSpec) -> dict[RunKey, _Curve]:
         return self._tasks.get(_task_key(task), {})
 
-    def __len__(self) -> int:
-        return sum(len(runs) for runs in self._tasks.values())
-
     def matches(
         self, task: TaskSpec, candidates: Sequence[Candidate], rows_of: Mapping[RunKey, list[int]] | None = None
     ) -> list[tuple[int, _Curve]]:
-        """(position, curve) of each candidate whose run was measured on ``task``, in order.
+        """(position, curve) of each candidate whose run was measured on ``task``.
 
         ``rows_of`` (from :func:`rows_by_run`) spares keying every candidate again when the
         same candidates serve many requests.
@@ -87,7 +84,7 @@ class KnownRuns:
         if not runs:
             return []
         rows_of = rows_of if rows_of is not None else rows_by_run(candidates)
-        return sorted((i, curve) for key, curve in runs.items() for i in rows_of.get(key, ()))
+        return [(i, curve) for key, curve in runs.items() for i in rows_of.get(key, ())]
 
 
 def rows_by_run(candidates: Sequence[Candidate]) -> dict[RunKey, list[int]]:
@@ -118,12 +115,16 @@ def correct_accuracy(
     """Replace, in place, the predicted accuracy of measured runs.
 
     ``predict_at(candidate, epochs)`` is the model's accuracy for the candidate at another
-    length: the run's residual there shifts the prediction.
+    length: the run's residual there shifts the prediction (computed once per run and epoch,
+    since a run's longer candidates share it).
     """
+    residuals: dict[tuple[int, int], float] = {}
     for i, candidate, curve in measured:
         j = curve.reference(candidate.epochs)
         if curve.epochs[j] == candidate.epochs:
             acc[i], acc_std[i] = curve.accuracy[j], 0.0
-        else:
-            residual = curve.accuracy[j] - predict_at(candidate, curve.epochs[j])
-            acc[i] = min(100.0, max(0.0, acc[i] + residual))
+            continue
+        residual = residuals.get((id(curve), j))
+        if residual is None:
+            residual = residuals[id(curve), j] = curve.accuracy[j] - predict_at(candidate, curve.epochs[j])
+        acc[i] = min(100.0, max(0.0, acc[i] + residual))

@@ -515,7 +515,7 @@ def _predict_fixing_constants(model: object, X: np.ndarray) -> np.ndarray:
         jump = further
     own = forest.lock.acquire(blocking=False)
     try:
-        cut = forest.buffer if own else nodes.copy()
+        cut = forest.buffer if own else np.empty_like(nodes)
         shells = forest.shells if own else [copy.copy(t) for t in forest.trees]
         cut[...] = nodes
         cut["left"] = jump[left] - offset
@@ -656,7 +656,7 @@ class BatchRefitRegressor(base.Regressor):
 
     def _refit(self) -> None:
         X = self._index.matrix(self._xs)
-        source = getattr(self, "_target_source", None)  # absent in older snapshots
+        source = self._target_source
         y = np.asarray(source() if source is not None else self._ys, dtype=float)
         members = _fit_outside_lock(lambda: self._fit_members(X, y))
         # Swapped in at once: a reader sees the old fit or the new one, never a mix.
@@ -908,12 +908,6 @@ class AccuracyPredictor(_Params):
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        state.pop("_levels", None)  # what snapshots before _TaskPrior kept instead
-        state.pop("_spreads", None)
-        if "_sample_task" not in state:  # older snapshots: refits keep the learnt targets
-            state["_sample_task"], state["_sample_accuracy"] = [], []
-            if isinstance(state.get("_model"), BatchRefitRegressor):
-                state["_model"].set_target_source(None)  # type: ignore[attr-defined]
         self.__dict__.update(state)
         self._prior = _TaskPrior(max(2.0, self.task_prior_weight))
         for key, var in self._tasks.items():

@@ -201,7 +201,7 @@ class SQLStore(JobStore):
             raise InvalidArgument(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://...")
         if dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
             raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old for the store: it needs 3.35 or newer")
-        if url.startswith("sqlite"):
+        if dialect == "sqlite":
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         _metadata.create_all(self._engine)
         self._event_lock = threading.Lock()

@@ -26,15 +26,13 @@ import numpy as np
 
 from adaptor_service._experience import CURVE_SAMPLE_EPOCHS, ExperienceRun, sample_curve
 from adaptor_service._predictors import make_features
-from adaptor_service._types import Candidate, TaskSpec
 from benchmarks._replay import DEFAULT_BUDGETS_SECONDS, _split_folds, load_named_table
 
 __all__ = ["first_visit_regret"]
 
 
 def _features(run: ExperienceRun, epochs: int) -> dict[str, float]:
-    task = TaskSpec(f"experience:{run.task_id}", 1.0, dict(run.meta), task_id=run.task_id)
-    return make_features(task, Candidate(run.model, dict(run.hparams), epochs=epochs))
+    return make_features(run.to_task(), run.to_candidate(epochs))
 
 
 def _seconds_at(run: ExperienceRun, epochs: int) -> float:
