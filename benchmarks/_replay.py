@@ -13,8 +13,8 @@ Protocol (issue 5, docs/FINDINGS.md, docs/REPLAY.md):
   run's curve up to the budget is then observed.
 - Search baselines (Optuna TPE, Optuna TPE + Hyperband pruning) search each task's pool one
   run after another; their accuracy at a budget is the best found within that many seconds.
-  The compute ratio is the budget a search needs to match NASOA's mean one-shot accuracy,
-  divided by NASOA's budget.
+  The compute ratio is the compute a search needs to match NASOA's mean one-shot accuracy,
+  divided by the compute NASOA used (its mean seconds), and also by NASOA's budget.
 """
 
 from __future__ import annotations
@@ -167,21 +167,32 @@ class SearchSummary:
 
 @dataclass(frozen=True)
 class ComputeRatio:
-    """Budget a search needs to match NASOA's mean one-shot accuracy, over NASOA's budget.
+    """Compute a search needs to match NASOA's mean one-shot accuracy at a budget.
 
-    ``lower_bound`` is True when the search never matched it within its horizon; then
-    ``ratio`` is horizon / budget and reads ">= ratio".
+    ``ratio`` divides it by the compute NASOA used (its mean seconds at that budget: the
+    goal's "NASOA's compute"); ``ratio_to_budget`` divides it by the budget itself, which
+    NASOA may not have used in full. ``lower_bound`` is True when the search never matched
+    NASOA within its horizon; then both are computed from the horizon and read ">= ratio".
     """
 
     search: str
     budget_seconds: float
     nasoa_accuracy: float
+    nasoa_seconds: float
     seconds_needed: float | None
     ratio: float
+    ratio_to_budget: float
     lower_bound: bool
 
     def text(self) -> str:
-        return f">= {self.ratio:.1f}x" if self.lower_bound else f"{self.ratio:.1f}x"
+        return _ratio_text(self.ratio, self.lower_bound)
+
+    def budget_text(self) -> str:
+        return _ratio_text(self.ratio_to_budget, self.lower_bound)
+
+
+def _ratio_text(ratio: float, lower_bound: bool) -> str:
+    return f">= {ratio:.1f}x" if lower_bound else f"{ratio:.1f}x"
 
 
 @dataclass
@@ -208,7 +219,10 @@ class ReplayResult:
             "goal_first_visit_regret": self.goal_first_visit_regret,
             "summaries": [asdict(s) for s in self.summaries],
             "searches": [asdict(s) for s in self.searches],
-            "compute_ratios": [{**asdict(c), "text": c.text()} for c in self.compute_ratios],
+            "compute_ratios": [
+                {**asdict(c), "text": c.text(), "budget_text": c.budget_text()}
+                for c in self.compute_ratios
+            ],
             "timings": self.timings,
         }
         if with_records:
@@ -249,11 +263,16 @@ class ReplayResult:
                     f"{s.mean_accuracy:>6.1f} {s.mean_regret:>7.1f} {s.mean_trials:>7.1f}"
                 )
         if self.compute_ratios:
-            lines += ["", "compute a search needs to match NASOA's warm one-shot mean accuracy:"]
+            lines += [
+                "",
+                "compute a search needs to match NASOA's warm one-shot mean accuracy, over the "
+                "compute NASOA used (and over its budget):",
+            ]
             for c in self.compute_ratios:
                 lines.append(
                     f"  {c.search:<10} at {_fmt_budget(c.budget_seconds):>5}: NASOA "
-                    f"{c.nasoa_accuracy:.1f}%, ratio {c.text()}"
+                    f"{c.nasoa_accuracy:.1f}% in {c.nasoa_seconds / 3600:.2f} h, "
+                    f"ratio {c.text()} (to the budget {c.budget_text()})"
                 )
         lines += [
             "",
@@ -315,8 +334,8 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _no_nan(value: object) -> object:
-    """NaN (no request of that kind) as None, so the JSON is strict."""
-    if isinstance(value, float) and math.isnan(value):
+    """NaN (no request of that kind) and infinities as None, so the JSON is strict."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: _no_nan(v) for k, v in value.items()}
@@ -435,13 +454,18 @@ def _summaries(records: Sequence[RequestRecord], budgets: Sequence[float]) -> li
 
 
 def _compute_ratio(
-    search: str, trajectories: Sequence[Trajectory], budget: float, target: float, horizon: float
+    search: str, trajectories: Sequence[Trajectory], nasoa: PolicySummary, horizon: float
 ) -> ComputeRatio:
+    """When the search's mean accuracy over tasks first reaches NASOA's, against NASOA's compute."""
+    budget, target, used = nasoa.budget_seconds, nasoa.mean_accuracy, nasoa.mean_seconds
     times = sorted({t for tr in trajectories for t in tr.seconds})
-    for t in times:
-        if _mean([tr.best_within(t) for tr in trajectories]) >= target - 1e-9:
-            return ComputeRatio(search, budget, target, t, t / budget, False)
-    return ComputeRatio(search, budget, target, None, horizon / budget, True)
+    needed = next(
+        (t for t in times if _mean([tr.best_within(t) for tr in trajectories]) >= target - 1e-9),
+        None,
+    )
+    spent = horizon if needed is None else needed
+    ratio = spent / used if used > 0 else math.inf
+    return ComputeRatio(search, budget, target, used, needed, ratio, spent / budget, needed is None)
 
 
 def run_replay(
@@ -568,12 +592,12 @@ def run_replay(
                 SearchSummary(name, budget, len(accs), _mean(accs), _mean(regrets), _mean(trials))
             )
             if "nasoa" in policies:
-                target = next(
-                    s.mean_accuracy for s in summaries
+                nasoa = next(
+                    s for s in summaries
                     if (s.policy, s.stream, s.budget_seconds) == ("nasoa", "warm", budget)
                 )
                 ratios.append(
-                    _compute_ratio(name, [tr for _, tr in trajectories], budget, target, horizon)
+                    _compute_ratio(name, [tr for _, tr in trajectories], nasoa, horizon)
                 )
         timings[f"search_{name}"] = time.perf_counter() - t0
         say(f"search {name} done ({timings[f'search_{name}']:.0f}s)")

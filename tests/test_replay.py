@@ -20,9 +20,10 @@ from benchmarks._policies import (
     RandomPolicy,
     Request,
     TPESearch,
+    Trajectory,
 )
 from benchmarks._quicktune import load_quicktune
-from benchmarks._replay import _options, parse_budget, run_replay
+from benchmarks._replay import PolicySummary, _compute_ratio, _options, parse_budget, run_replay
 
 needs_data = pytest.mark.usefixtures("quicktune_data")
 
@@ -58,6 +59,9 @@ def test_replay_small_subset(small_table, tmp_path: Path) -> None:  # type: igno
     for ratio in result.compute_ratios:
         assert ratio.text().endswith("x")
         assert ratio.lower_bound == (ratio.seconds_needed is None)
+        nasoa_used = result.summary("nasoa", "warm", ratio.budget_seconds).mean_seconds
+        assert ratio.nasoa_seconds == nasoa_used
+        assert ratio.ratio >= ratio.ratio_to_budget  # NASOA never uses more than its budget
     assert "goal metric" in result.format_table()
     # same seed, same figures
     again = run_replay(small_table, [1800.0, 14400.0], orders=2, seed=3, folds=3, searches=(), cold_start=False)
@@ -100,6 +104,21 @@ def test_searches_are_reproducible(small_table) -> None:  # type: ignore[no-unty
 
 def best_overall(runs) -> float:  # type: ignore[no-untyped-def]
     return max(p.accuracy for r in runs for p in r.curve)
+
+
+def test_compute_ratio_divides_by_the_compute_nasoa_used() -> None:
+    def nasoa(accuracy: float, used: float) -> PolicySummary:
+        return PolicySummary("nasoa", "warm", 3600.0, 4, accuracy, 0.0, 2, 0.0, 2, 0.0, used)
+
+    # two tasks: the search's mean accuracy reaches 70 at 7,200 s (mean of 80 and 60)
+    searches = [Trajectory((1800.0, 7200.0), (50.0, 80.0)), Trajectory((3600.0,), (60.0,))]
+    matched = _compute_ratio("tpe", searches, nasoa(70.0, 900.0), horizon=36000.0)
+    assert (matched.seconds_needed, matched.lower_bound) == (7200.0, False)
+    assert (matched.ratio, matched.ratio_to_budget) == (8.0, 2.0)
+    assert (matched.text(), matched.budget_text()) == ("8.0x", "2.0x")
+    never = _compute_ratio("tpe", searches, nasoa(75.0, 1800.0), horizon=36000.0)
+    assert (never.seconds_needed, never.lower_bound, never.ratio) == (None, True, 20.0)
+    assert never.text() == ">= 20.0x"
 
 
 def test_parse_budget() -> None:
