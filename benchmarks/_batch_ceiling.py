@@ -10,17 +10,25 @@ margin, no risk term: this is the zero-shot ranking quality of the model family 
 ``--true-time`` replaces the time model by each run's measured time: what is left is the
 regret of the accuracy ranking alone, a ceiling for any time model.
 
+``--known-fraction F`` asks what knowing part of the task would give: a seeded fraction F of
+each held-out task's runs is "known" (their curves), and the pick and the oracle use only its
+other runs (the pool). ``--mode`` says what the model is fit on: ``zero-shot`` (the other
+folds' tasks, as without F: the paired reference), ``with-task`` (those plus the known runs,
+one fit per held-out task) or ``own-only`` (the known runs alone).
+
 Run it as::
 
     python -m benchmarks._batch_ceiling [--folds 5] [--seed 0] [--true-time] [--max-iter 200] [--learning-rate 0.1] [--l2 1]
+    python -m benchmarks._batch_ceiling --known-fraction 0.5 --mode with-task [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -28,7 +36,10 @@ from adaptor_service._experience import CURVE_SAMPLE_EPOCHS, ExperienceRun, samp
 from adaptor_service._predictors import make_features
 from benchmarks._replay import DEFAULT_BUDGETS_SECONDS, _split_folds, load_named_table
 
-__all__ = ["first_visit_regret"]
+__all__ = ["MODES", "first_visit_regret"]
+
+#: What the model is fit on when part of each held-out task is known (``known_fraction``).
+MODES = ("zero-shot", "with-task", "own-only")
 
 
 def _features(run: ExperienceRun, epochs: int) -> dict[str, float]:
@@ -42,6 +53,58 @@ def _seconds_at(run: ExperienceRun, epochs: int) -> float:
     return run.curve[-1].seconds * epochs / run.epochs
 
 
+class _Models:
+    """Accuracy (standardised per task) and log-time boosting fit on every sampled curve point."""
+
+    def __init__(self, runs: Iterable[ExperienceRun], settings: dict[str, object], true_time: bool) -> None:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+        from sklearn.feature_extraction import DictVectorizer
+
+        rows, accuracy, seconds, task_of = [], [], [], []
+        for run in runs:
+            for point in sample_curve(run.curve):
+                rows.append(_features(run, point.epoch))
+                accuracy.append(point.accuracy)
+                seconds.append(point.seconds)
+                task_of.append(run.task_id)
+        y = np.asarray(accuracy)
+        tasks = np.asarray(task_of)
+        for task_id in set(task_of):
+            mine = tasks == task_id
+            y[mine] = (y[mine] - y[mine].mean()) / max(y[mine].std(), 1e-9)
+        self.vectorizer = DictVectorizer(sparse=False)
+        X = self.vectorizer.fit_transform(rows)
+        self.accuracy = HistGradientBoostingRegressor(**settings).fit(X, y)
+        self.time = None if true_time else HistGradientBoostingRegressor(**settings).fit(X, np.log(seconds))
+
+    def regrets(self, runs: Sequence[ExperienceRun], pool: Sequence[int], budgets: Sequence[float]) -> list[float]:
+        """Per budget: the oracle's best run of ``pool`` minus the picked run's accuracy."""
+        grid = [(i, e) for i in pool for e in CURVE_SAMPLE_EPOCHS]
+        T = self.vectorizer.transform([_features(runs[i], e) for i, e in grid])
+        predicted = self.accuracy.predict(T)
+        if self.time is None:
+            needed = np.array([_seconds_at(runs[i], e) for i, e in grid])
+        else:
+            needed = np.exp(self.time.predict(T))
+        out = []
+        for budget in budgets:
+            fits = needed <= budget
+            pick = int(np.argmax(np.where(fits, predicted, -np.inf))) if fits.any() else int(np.argmin(needed))
+            oracle = max(runs[i].outcome_within(budget)[0] for i in pool)
+            out.append(oracle - runs[grid[pick][0]].outcome_within(budget)[0])
+        return out
+
+
+def _known_split(task_id: str, n_runs: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (known, pool) split of a task's run indices; no known runs when fraction is 0."""
+    order = list(range(n_runs))
+    if fraction <= 0:
+        return [], order
+    random.Random(f"{seed}/{task_id}").shuffle(order)
+    k = min(n_runs - 1, max(1, round(fraction * n_runs)))
+    return sorted(order[:k]), sorted(order[k:])
+
+
 def first_visit_regret(
     table: str = "quicktune-extended",
     folds: int = 5,
@@ -51,50 +114,35 @@ def first_visit_regret(
     max_iter: int = 200,
     learning_rate: float = 0.1,
     l2_regularization: float = 1.0,
+    known_fraction: float = 0.0,
+    mode: str = "zero-shot",
 ) -> dict[float, list[float]]:
     """Regret (points) of every held-out (task, budget), per budget."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
-    from sklearn.feature_extraction import DictVectorizer
-
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not 0.0 <= known_fraction < 1.0:
+        raise ValueError(f"known_fraction must be in [0, 1), got {known_fraction}")
+    if mode != "zero-shot" and known_fraction <= 0:
+        raise ValueError(f"mode {mode!r} needs a known_fraction above 0")
+    # no early stopping, as in the service's BatchRefitRegressor (it would hold out a random
+    # tenth of the rows, so the fit would depend on row order)
+    settings = {"max_iter": max_iter, "learning_rate": learning_rate,
+                "l2_regularization": l2_regularization, "early_stopping": False, "random_state": 0}
     by_task = load_named_table(table).by_task()
     regrets: dict[float, list[float]] = {b: [] for b in budgets}
     for held_out in _split_folds(sorted(by_task), folds, seed):
-        rows, accuracy, seconds, task_of = [], [], [], []
-        for task_id, runs in by_task.items():
-            if task_id in held_out:
-                continue
-            for run in runs:
-                for point in sample_curve(run.curve):
-                    rows.append(_features(run, point.epoch))
-                    accuracy.append(point.accuracy)
-                    seconds.append(point.seconds)
-                    task_of.append(task_id)
-        y = np.asarray(accuracy)
-        tasks = np.asarray(task_of)
-        for task_id in set(task_of):
-            mine = tasks == task_id
-            y[mine] = (y[mine] - y[mine].mean()) / max(y[mine].std(), 1e-9)
-        vectorizer = DictVectorizer(sparse=False)
-        X = vectorizer.fit_transform(rows)
-
-        settings = {"max_iter": max_iter, "learning_rate": learning_rate,
-                    "l2_regularization": l2_regularization, "random_state": 0}
-        accuracy_model = HistGradientBoostingRegressor(**settings).fit(X, y)
-        time_model = None if true_time else HistGradientBoostingRegressor(**settings).fit(X, np.log(seconds))
+        others = [run for task_id, runs in by_task.items() if task_id not in held_out for run in runs]
+        zero_shot = _Models(others, settings, true_time) if mode == "zero-shot" else None
         for task_id in held_out:
             runs = by_task[task_id]
-            grid = [(i, e) for i in range(len(runs)) for e in CURVE_SAMPLE_EPOCHS]
-            T = vectorizer.transform([_features(runs[i], e) for i, e in grid])
-            predicted = accuracy_model.predict(T)
-            if time_model is None:
-                needed = np.array([_seconds_at(runs[i], e) for i, e in grid])
+            known, pool = _known_split(task_id, len(runs), known_fraction, seed)
+            if zero_shot is not None:
+                models = zero_shot
             else:
-                needed = np.exp(time_model.predict(T))
-            for budget in budgets:
-                fits = needed <= budget
-                pick = int(np.argmax(np.where(fits, predicted, -np.inf))) if fits.any() else int(np.argmin(needed))
-                oracle = max(r.outcome_within(budget)[0] for r in runs)
-                regrets[budget].append(oracle - runs[grid[pick][0]].outcome_within(budget)[0])
+                mine = [runs[i] for i in known]
+                models = _Models(others + mine if mode == "with-task" else mine, settings, true_time)
+            for budget, regret in zip(budgets, models.regrets(runs, pool, budgets), strict=True):
+                regrets[budget].append(regret)
     return regrets
 
 
@@ -107,10 +155,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-iter", type=int, default=200)
     parser.add_argument("--learning-rate", type=float, default=0.1)
     parser.add_argument("--l2", type=float, default=1.0, help="l2_regularization (BatchRefitRegressor's default)")
+    parser.add_argument("--known-fraction", type=float, default=0.0,
+                        help="fraction of each held-out task's runs that is known; pick among the rest")
+    parser.add_argument("--mode", choices=MODES, default="zero-shot",
+                        help="fit on the other tasks, on them plus the known runs, or on the known runs alone")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     regrets = first_visit_regret(args.table, args.folds, args.seed, true_time=args.true_time,
-                                 max_iter=args.max_iter, learning_rate=args.learning_rate, l2_regularization=args.l2)
+                                 max_iter=args.max_iter, learning_rate=args.learning_rate, l2_regularization=args.l2,
+                                 known_fraction=args.known_fraction, mode=args.mode)
     means = [statistics.fmean(v) for v in regrets.values()]
     cells = " / ".join(f"{m:.1f}" for m in means)
     print(f"first-visit regret {cells} (mean {statistics.fmean(means):.1f}) "
