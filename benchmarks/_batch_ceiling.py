@@ -17,8 +17,9 @@ folds' tasks, as without F: the paired reference), ``with-task`` (those plus the
 one fit per held-out task) or ``own-only`` (the known runs alone).
 
 ``--probe K --probe-epochs E`` measures a two-step pick (outside the replay's one-shot
-protocol): the K best predicted runs that fit run for E epochs, the one with the best accuracy
-so far continues, and the other probes' seconds come out of the budget.
+protocol): the K best predicted runs that fit run for E epochs each, one after another within
+the budget, and the one with the best accuracy so far continues from its checkpoint; the other
+probes' seconds come out of the budget, the winner's are part of its own run.
 
 Run it as::
 
@@ -37,7 +38,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from adaptor_service._experience import CURVE_SAMPLE_EPOCHS, ExperienceRun, sample_curve
+from adaptor_service._experience import CURVE_SAMPLE_EPOCHS, ExperienceRun, ExperienceTable, sample_curve
 from adaptor_service._predictors import make_features
 from benchmarks._replay import DEFAULT_BUDGETS_SECONDS, _split_folds, load_named_table
 
@@ -89,8 +90,10 @@ class _Models:
         """Per budget: the oracle's best run of ``pool`` minus the picked run's accuracy.
 
         With ``probe`` K > 1 the pick has two steps: the K best predicted runs that fit are run
-        for ``probe_epochs`` epochs, the one with the best accuracy so far continues, and the
-        others' seconds come out of the budget.
+        one after another for ``probe_epochs`` epochs each, within what is left of the budget
+        (a probe that does not finish an epoch in it gives nothing and spends the rest), and the
+        one with the best accuracy so far continues from its checkpoint with the budget that the
+        other probes left.
         """
         grid = [(i, e) for i in pool for e in CURVE_SAMPLE_EPOCHS]
         T = self.vectorizer.transform([_features(runs[i], e) for i, e in grid])
@@ -107,12 +110,29 @@ class _Models:
                 probed = list(ranked)[:probe]
             else:
                 probed = [grid[int(np.argmin(needed))][0]]
-            early = {i: runs[i].curve[: min(probe_epochs, runs[i].epochs)] for i in probed}
-            pick = max(probed, key=lambda i: max(p.accuracy for p in early[i]))
-            left = budget - sum(early[i][-1].seconds for i in probed if i != pick)
             oracle = max(runs[i].outcome_within(budget)[0] for i in pool)
-            out.append(oracle - (runs[pick].outcome_within(left)[0] if left > 0 else 0.0))
+            out.append(oracle - _two_step_outcome([runs[i] for i in probed], budget, probe_epochs))
         return out
+
+
+def _two_step_outcome(probed: Sequence[ExperienceRun], budget: float, probe_epochs: int) -> float:
+    """Accuracy of probing ``probed`` in order within ``budget``, then continuing the best probe."""
+    left = budget
+    spent: dict[int, float] = {}
+    early: dict[int, float] = {}
+    for n, run in enumerate(probed):
+        if left <= 0:
+            break
+        probe_end = [p for p in run.curve if p.epoch <= probe_epochs] or run.curve[:1]
+        points = run.curve_within(min(left, probe_end[-1].seconds))
+        spent[n] = points[-1].seconds if points else left
+        left -= spent[n]
+        if points:
+            early[n] = max(p.accuracy for p in points)
+    if not early:
+        return 0.0
+    best = max(early, key=early.__getitem__)  # the first of equals: the better predicted
+    return probed[best].outcome_within(left + spent[best])[0]
 
 
 def _known_split(task_id: str, n_runs: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -120,13 +140,15 @@ def _known_split(task_id: str, n_runs: int, fraction: float, seed: int) -> tuple
     order = list(range(n_runs))
     if fraction <= 0:
         return [], order
+    if n_runs < 2:
+        raise ValueError(f"task {task_id!r} has {n_runs} run: a known fraction needs at least 2")
     random.Random(f"{seed}/{task_id}").shuffle(order)
     k = min(n_runs - 1, max(1, round(fraction * n_runs)))
     return sorted(order[:k]), sorted(order[k:])
 
 
 def first_visit_regret(
-    table: str = "quicktune-extended",
+    table: str | ExperienceTable = "quicktune-extended",
     folds: int = 5,
     seed: int = 0,
     budgets: Sequence[float] = DEFAULT_BUDGETS_SECONDS,
@@ -152,7 +174,7 @@ def first_visit_regret(
     # tenth of the rows, so the fit would depend on row order)
     settings = {"max_iter": max_iter, "learning_rate": learning_rate,
                 "l2_regularization": l2_regularization, "early_stopping": False, "random_state": 0}
-    by_task = load_named_table(table).by_task()
+    by_task = (table if isinstance(table, ExperienceTable) else load_named_table(table)).by_task()
     regrets: dict[float, list[float]] = {b: [] for b in budgets}
     for held_out in _split_folds(sorted(by_task), folds, seed):
         others = [run for task_id, runs in by_task.items() if task_id not in held_out for run in runs]
@@ -185,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--mode", choices=MODES, default="zero-shot",
                         help="fit on the other tasks, on them plus the known runs, or on the known runs alone")
     parser.add_argument("--probe", type=int, default=1,
-                        help="two-step pick: run the K best predicted runs for --probe-epochs, continue the best")
+                        help="two-step pick: run the K best predicted runs for --probe-epochs each, "
+                             "continue the best (the others' seconds come out of the budget)")
     parser.add_argument("--probe-epochs", type=int, default=1)
     args = parser.parse_args(argv)
     started = time.perf_counter()

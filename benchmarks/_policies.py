@@ -284,8 +284,9 @@ class NasoaPolicy(Policy):
 
     Each candidate run is offered at the epochs of ``epoch_grid``; the adaptor predicts the
     accuracy and time of each, and its generator picks the best predicted accuracy that fits
-    the budget. The picked run then runs until the budget ends (the replay's outcome is its
-    best accuracy within the budget), and its curve up to the budget is observed.
+    the budget. The picked run then runs until its last epoch that fits the budget (the
+    replay's outcome is its best accuracy within the budget, its seconds those of that
+    epoch), and its curve up to the budget is observed.
 
     ``adaptor_factory(snapshot_path)`` builds a fresh adaptor (the default makes
     ``Adaptor.in_memory()`` with the default predictors and the one-shot generator). A copy

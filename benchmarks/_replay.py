@@ -90,6 +90,10 @@ def _fmt_budget(seconds: float) -> str:
     return f"{hours:g}h" if hours >= 0.1 else f"{seconds:g}s"
 
 
+def _fmt_used(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds:.0f} s"
+
+
 def load_named_table(path_or_name: str | Path) -> ExperienceTable:
     """A table by file path (.csv/.jsonl), by folder (Quick-Tune layout) or by name.
 
@@ -192,6 +196,8 @@ class ComputeRatio:
 
 
 def _ratio_text(ratio: float, lower_bound: bool) -> str:
+    if not math.isfinite(ratio):
+        return "n/a (NASOA used no measured time)"
     return f">= {ratio:.1f}x" if lower_bound else f"{ratio:.1f}x"
 
 
@@ -271,7 +277,7 @@ class ReplayResult:
             for c in self.compute_ratios:
                 lines.append(
                     f"  {c.search:<10} at {_fmt_budget(c.budget_seconds):>5}: NASOA "
-                    f"{c.nasoa_accuracy:.1f}% in {c.nasoa_seconds / 3600:.2f} h, "
+                    f"{c.nasoa_accuracy:.1f}% in {_fmt_used(c.nasoa_seconds)}, "
                     f"ratio {c.text()} (to the budget {c.budget_text()})"
                 )
         lines += [

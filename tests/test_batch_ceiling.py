@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from adaptor_service._experience import ExperienceRun
+from adaptor_service._experience import ExperienceRun, ExperienceTable
 from adaptor_service._types import CurvePoint
-from benchmarks._batch_ceiling import _known_split, _Models, first_visit_regret, main
+from benchmarks._batch_ceiling import MODES, _known_split, _Models, _two_step_outcome, first_visit_regret, main
+from benchmarks._replay import _split_folds
 
 SETTINGS = {"max_iter": 5, "learning_rate": 0.1, "l2_regularization": 1.0, "early_stopping": False, "random_state": 0}
 
 
-def _run(name: str, accuracies: list[float]) -> ExperienceRun:
-    """Five epochs of 100 s each."""
+def _run(name: str, accuracies: list[float], task: str = "t") -> ExperienceRun:
+    """Epochs of 100 s each."""
     curve = tuple(CurvePoint(e, a, 100.0 * e) for e, a in enumerate(accuracies, start=1))
-    return ExperienceRun("t", name, "m", {"num_samples": 100.0, "num_classes": 5.0}, {"lr": 0.01}, curve)
+    return ExperienceRun(task, name, "m", {"num_samples": 100.0, "num_classes": 5.0}, {"lr": 0.01}, curve)
 
 
 def test_a_two_step_pick_continues_the_best_probe_and_pays_for_the_others() -> None:
@@ -22,15 +23,52 @@ def test_a_two_step_pick_continues_the_best_probe_and_pays_for_the_others() -> N
     fast_start = _run("fast", [60, 61, 62, 63, 64])
     best = _run("best", [5, 10, 20, 50, 95])
     runs = [slow_start, fast_start, best]
-    # 15 rows, under min_samples_leaf: every run is predicted alike, so the ranking is the pool order
+    # 12 rows, under min_samples_leaf: every run is predicted alike, so the ranking is the pool order
     models = _Models(runs, SETTINGS, true_time=True)
     pool = [0, 1, 2]
     assert models.regrets(runs, pool, [1000.0]) == [95 - 50]  # one shot: the first run
     assert models.regrets(runs, pool, [1000.0], probe=2) == [95 - 64]  # "fast" wins the probe
     # at 550 s the losing probe's 100 s leave "fast" 450 s: four epochs
     assert models.regrets(runs, pool, [550.0], probe=2) == [95 - 63]
-    # probing five epochs spends 500 s on "slow", and "fast" then has no time for an epoch
-    assert models.regrets(runs, pool, [550.0], probe=2, probe_epochs=5) == [95.0]
+
+
+def test_probes_stay_within_the_budget() -> None:
+    slow_start = _run("slow", [10, 20, 30, 40, 50])
+    fast_start = _run("fast", [60, 61, 62, 63, 64])
+    best = _run("best", [5, 10, 20, 50, 95])
+    # two 500 s probes spend the budget: the third is never started, "fast" keeps its checkpoint
+    assert _two_step_outcome([slow_start, fast_start, best], 1000.0, probe_epochs=5) == 64
+    # "slow" takes 500 of 550 s; "fast" cannot finish an epoch in the 50 s left, so "slow" goes on
+    assert _two_step_outcome([slow_start, fast_start], 550.0, probe_epochs=5) == 50
+    # a run shorter than the probe (one point, at epoch 3) is charged and judged on what it has
+    short = ExperienceRun("t", "short", "m", {}, {}, (CurvePoint(3, 70.0, 300.0),))
+    assert _two_step_outcome([short, slow_start], 400.0, probe_epochs=2) == 70
+    assert _two_step_outcome([best], 50.0, probe_epochs=1) == 0.0  # no epoch fits at all
+
+
+def test_known_runs_are_never_picked_and_the_oracle_is_the_pool_best() -> None:
+    # five tasks; in each, run 0 is by far the best, the others reach at most 50
+    runs = [
+        _run(f"r{i}", [20.0 + i, 99.0] if i == 0 else [10.0 + i, 40.0 + i], task=f"task{t}")
+        for t in range(5) for i in range(6)
+    ]
+    table = ExperienceTable(tuple(runs), "synthetic")
+    best_known = [t for t in range(5) if 0 in _known_split(f"task{t}", 6, 0.5, seed=1)[0]]
+    assert best_known  # the check below is not empty
+    budgets = [1000.0]
+    for mode in MODES:
+        regrets = first_visit_regret(table, folds=5, seed=1, budgets=budgets, known_fraction=0.5, mode=mode,
+                                     max_iter=5)[1000.0]
+        assert len(regrets) == 5 and min(regrets) >= 0, mode
+        for task_index in best_known:  # the pool's best reaches at most 45: so does the regret
+            tasks = sorted(f"task{t}" for t in range(5))
+            assert regrets[_fold_position(tasks, f"task{task_index}", seed=1)] <= 45, (mode, task_index)
+
+
+def _fold_position(tasks: list[str], task_id: str, seed: int) -> int:
+    """Where a task's regret is in first_visit_regret's list: held-out folds in order."""
+    order = [t for fold in _split_folds(tasks, 5, seed) for t in fold]
+    return order.index(task_id)
 
 
 def test_known_split_is_seeded_disjoint_and_complete() -> None:
@@ -47,6 +85,8 @@ def test_known_split_keeps_a_pool_and_at_least_one_known_run() -> None:
     assert (len(known), len(pool)) == (1, 2)
     known, pool = _known_split("t", 3, 0.99, seed=0)
     assert (len(known), len(pool)) == (2, 1)
+    with pytest.raises(ValueError, match="task 't' has 1 run: a known fraction needs at least 2"):
+        _known_split("t", 1, 0.5, seed=0)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from benchmarks._policies import (
     Trajectory,
 )
 from benchmarks._quicktune import load_quicktune
-from benchmarks._replay import PolicySummary, _compute_ratio, _options, parse_budget, run_replay
+from benchmarks._replay import PolicySummary, ReplayResult, _compute_ratio, _options, parse_budget, run_replay
 
 needs_data = pytest.mark.usefixtures("quicktune_data")
 
@@ -119,6 +119,10 @@ def test_compute_ratio_divides_by_the_compute_nasoa_used() -> None:
     never = _compute_ratio("tpe", searches, nasoa(75.0, 1800.0), horizon=36000.0)
     assert (never.seconds_needed, never.lower_bound, never.ratio) == (None, True, 20.0)
     assert never.text() == ">= 20.0x"
+    free = _compute_ratio("tpe", searches, nasoa(70.0, 0.0), horizon=36000.0)
+    assert math.isinf(free.ratio) and free.text() == "n/a (NASOA used no measured time)"
+    result = ReplayResult({}, [], [], [free], [], {}, math.nan)
+    assert json.loads(result.to_json())["compute_ratios"][0]["ratio"] is None  # strict JSON
 
 
 def test_parse_budget() -> None:
