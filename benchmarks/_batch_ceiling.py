@@ -34,7 +34,7 @@ import argparse
 import random
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -59,19 +59,34 @@ def _seconds_at(run: ExperienceRun, epochs: int) -> float:
     return run.curve[-1].seconds * epochs / run.epochs
 
 
-class _Models:
-    """Accuracy (standardised per task) and log-time boosting fit on every sampled curve point."""
+#: A run's training rows: (features, accuracy, cumulative seconds) at its sampled curve points.
+Samples = list[tuple[dict[str, float], float, float]]
 
-    def __init__(self, runs: Iterable[ExperienceRun], settings: dict[str, object], true_time: bool) -> None:
+
+def _samples(run: ExperienceRun) -> Samples:
+    return [(_features(run, p.epoch), p.accuracy, p.seconds) for p in sample_curve(run.curve)]
+
+
+class _Models:
+    """Accuracy (standardised per task) and log-time boosting fit on every sampled curve point.
+
+    ``samples_of`` gives a run's training rows; pass a cached one when the same runs are fit
+    again (each fold, each held-out task), so their features are built once.
+    """
+
+    def __init__(
+        self, runs: Iterable[ExperienceRun], settings: dict[str, object], true_time: bool,
+        samples_of: Callable[[ExperienceRun], Samples] = _samples,
+    ) -> None:
         from sklearn.ensemble import HistGradientBoostingRegressor
         from sklearn.feature_extraction import DictVectorizer
 
         rows, accuracy, seconds, task_of = [], [], [], []
         for run in runs:
-            for point in sample_curve(run.curve):
-                rows.append(_features(run, point.epoch))
-                accuracy.append(point.accuracy)
-                seconds.append(point.seconds)
+            for features, acc, secs in samples_of(run):
+                rows.append(features)
+                accuracy.append(acc)
+                seconds.append(secs)
                 task_of.append(run.task_id)
         y = np.asarray(accuracy)
         tasks = np.asarray(task_of)
@@ -176,9 +191,17 @@ def first_visit_regret(
                 "l2_regularization": l2_regularization, "early_stopping": False, "random_state": 0}
     by_task = (table if isinstance(table, ExperienceTable) else load_named_table(table)).by_task()
     regrets: dict[float, list[float]] = {b: [] for b in budgets}
+    cache: dict[tuple[str, str], Samples] = {}
+
+    def samples_of(run: ExperienceRun) -> Samples:
+        key = (run.task_id, run.run_id)
+        if key not in cache:
+            cache[key] = _samples(run)
+        return cache[key]
+
     for held_out in _split_folds(sorted(by_task), folds, seed):
         others = [run for task_id, runs in by_task.items() if task_id not in held_out for run in runs]
-        zero_shot = _Models(others, settings, true_time) if mode == "zero-shot" else None
+        zero_shot = _Models(others, settings, true_time, samples_of) if mode == "zero-shot" else None
         for task_id in held_out:
             runs = by_task[task_id]
             known, pool = _known_split(task_id, len(runs), known_fraction, seed)
@@ -186,7 +209,7 @@ def first_visit_regret(
                 models = zero_shot
             else:
                 mine = [runs[i] for i in known]
-                models = _Models(others + mine if mode == "with-task" else mine, settings, true_time)
+                models = _Models(others + mine if mode == "with-task" else mine, settings, true_time, samples_of)
             picked = models.regrets(runs, pool, budgets, probe, probe_epochs)
             for budget, regret in zip(budgets, picked, strict=True):
                 regrets[budget].append(regret)
