@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from adaptor_service._experience import ExperienceRun, ExperienceTable
 from adaptor_service._types import CurvePoint
-from benchmarks._batch_ceiling import MODES, _known_split, _Models, _two_step_outcome, first_visit_regret, main
+from benchmarks._batch_ceiling import (
+    MODES,
+    _known_split,
+    _Models,
+    _two_step_outcome,
+    first_visit_regret,
+    main,
+    similarity_weights,
+)
 from benchmarks._replay import _split_folds
 
 SETTINGS = {"max_iter": 5, "learning_rate": 0.1, "l2_regularization": 1.0, "early_stopping": False, "random_state": 0}
@@ -98,6 +108,8 @@ def test_known_split_keeps_a_pool_and_at_least_one_known_run() -> None:
         ({"mode": "own-only"}, "needs a known_fraction above 0"),
         ({"probe": 0}, "probe and probe_epochs must be at least 1"),
         ({"probe_epochs": 0}, "probe and probe_epochs must be at least 1"),
+        ({"similar_width": -1.0}, "similar_width must be 0 or"),
+        ({"similar_width": 1.0, "mode": "with-task", "known_fraction": 0.5}, "similar_width must be 0 or"),
     ],
 )
 def test_bad_options_are_refused_before_any_work(options: dict, message: str) -> None:
@@ -109,3 +121,36 @@ def test_cli_refuses_an_unknown_mode(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["--mode", "oracle"])
     assert "invalid choice: 'oracle'" in capsys.readouterr().err
+
+
+def test_similarity_weights_fall_with_the_distance_between_meta_features() -> None:
+    meta = {"here": {"num_samples": 100.0, "num_classes": 10.0},
+            "near": {"num_samples": 200.0, "num_classes": 10.0},
+            "far": {"num_samples": 100_000.0, "num_classes": 10.0}}
+    weights = similarity_weights(meta, "here", width=1.0)
+    assert weights["here"] == 1.0
+    assert 1.0 > weights["near"] > weights["far"] > 0.0
+    assert weights["near"] == pytest.approx(math.exp(-math.log(2) ** 2 / 2))
+    with pytest.raises(ValueError, match="width must be above 0"):
+        similarity_weights(meta, "here", width=0.0)
+    with pytest.raises(ValueError, match="task 'odd' has no meta-feature num_classes: cannot compare it with 'here'"):
+        similarity_weights({**meta, "odd": {"num_samples": 5.0}}, "here", width=1.0)
+
+
+def test_task_weights_decide_which_past_task_the_accuracy_model_follows() -> None:
+    def runs_of(task: str, good_lr: float) -> list[ExperienceRun]:
+        meta = {"num_samples": 100.0, "num_classes": 5.0}
+        return [
+            ExperienceRun(task, f"{task}-{lr}-{i}", "m", meta, {"lr": lr},
+                          (CurvePoint(1, 40.0, 100.0), CurvePoint(2, 90.0 if lr == good_lr else 10.0, 200.0)))
+            for lr in (0.1, 0.001) for i in range(10)
+        ]
+
+    # two past tasks that look the same and disagree; the new task agrees with "a"
+    past = runs_of("a", good_lr=0.1) + runs_of("b", good_lr=0.001)
+    new = runs_of("c", good_lr=0.1)
+    pool = list(range(len(new)))
+    follow_a = _Models(past, SETTINGS, true_time=True, task_weight={"a": 1.0, "b": 1e-6})
+    follow_b = _Models(past, SETTINGS, true_time=True, task_weight={"a": 1e-6, "b": 1.0})
+    assert follow_a.regrets(new, pool, [1000.0]) == [0.0]
+    assert follow_b.regrets(new, pool, [1000.0]) == [90.0 - 40.0]  # the wrong lr: its best is epoch 1
