@@ -16,9 +16,10 @@ other runs (the pool). ``--mode`` says what the model is fit on: ``zero-shot`` (
 folds' tasks, as without F: the paired reference), ``with-task`` (those plus the known runs,
 one fit per held-out task) or ``own-only`` (the known runs alone).
 
-``--similar-width W`` weights the other tasks' rows, in the accuracy model, by how close each
-task's meta-features are to the held-out task's (a Gaussian of the distance between their logs,
-width W), one fit per held-out task.
+``--similarity-width W`` weights the other tasks' rows, in the accuracy model, by how close each
+task's meta-features are to the held-out task's: a Gaussian of the Euclidean distance between
+their natural logs, with standard deviation W (0, the default: unweighted; zero-shot mode only).
+The accuracy model is then fit once per held-out task.
 
 ``--probe K --probe-epochs E`` measures a two-step pick (outside the replay's one-shot
 protocol): the K best predicted runs that fit run for E epochs each, one after another within
@@ -30,12 +31,13 @@ Run it as::
     python -m benchmarks._batch_ceiling [--folds 5] [--seed 0] [--true-time] [--max-iter 200] [--learning-rate 0.1] [--l2 1]
     python -m benchmarks._batch_ceiling --known-fraction 0.5 --mode with-task [--seed 0]
     python -m benchmarks._batch_ceiling --probe 2 --probe-epochs 3 [--seed 0]
-    python -m benchmarks._batch_ceiling --similar-width 1.0 [--seed 0]
+    python -m benchmarks._batch_ceiling --similarity-width 1.0 [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
 import time
@@ -73,16 +75,19 @@ def _samples(run: ExperienceRun) -> Samples:
 
 
 def similarity_weights(meta: Mapping[str, Mapping[str, float]], target: str, width: float) -> dict[str, float]:
-    """Each task's weight: a Gaussian (``width``) of the distance between its log meta-features and ``target``'s."""
-    if width <= 0:
-        raise ValueError(f"width must be above 0, got {width}")
+    """Each task's weight: a Gaussian (standard deviation ``width``) of the distance between the
+    natural logs of its meta-features and ``target``'s."""
+    if not math.isfinite(width) or width <= 0:
+        raise ValueError(f"width must be a number above 0, got {width}")
 
     def position(task_id: str) -> np.ndarray:
         missing = sorted(set(meta[target]) - set(meta[task_id]))
         if missing:
             raise ValueError(f"task {task_id!r} has no meta-feature {', '.join(missing)}: cannot compare it with {target!r}")
         values = np.array([meta[task_id][k] for k in sorted(meta[target])], dtype=float)
-        return np.log(np.maximum(values, 1e-9))
+        if not (values > 0).all():
+            raise ValueError(f"task {task_id!r} has a meta-feature at or below 0: its log is undefined")
+        return np.log(values)
 
     here = position(target)
     return {t: float(np.exp(-((position(t) - here) ** 2).sum() / (2 * width**2))) for t in meta}
@@ -93,13 +98,15 @@ class _Models:
 
     ``samples_of`` gives a run's training rows; pass a cached one when the same runs are fit
     again (each fold, each held-out task), so their features are built once. ``task_weight``
-    weights each task's rows in the accuracy model (scaled to a mean of 1 over the rows).
+    weights each task's rows in the accuracy model (scaled to a mean of 1 over the rows);
+    ``time_of`` reuses another instance's time model instead of fitting one.
     """
 
     def __init__(
         self, runs: Iterable[ExperienceRun], settings: dict[str, object], true_time: bool,
         samples_of: Callable[[ExperienceRun], Samples] = _samples,
         task_weight: Mapping[str, float] | None = None,
+        time_of: _Models | None = None,
     ) -> None:
         from sklearn.ensemble import HistGradientBoostingRegressor
         from sklearn.feature_extraction import DictVectorizer
@@ -121,9 +128,14 @@ class _Models:
         weights = None
         if task_weight is not None:
             weights = np.array([task_weight[t] for t in task_of])
+            if not weights.sum() > 0:
+                raise ValueError("every past task has weight 0 (similarity width too small for these tasks)")
             weights = weights / weights.mean()
         self.accuracy = HistGradientBoostingRegressor(**settings).fit(X, y, sample_weight=weights)
-        self.time = None if true_time else HistGradientBoostingRegressor(**settings).fit(X, np.log(seconds))
+        if time_of is not None:
+            self.time = time_of.time
+        else:
+            self.time = None if true_time else HistGradientBoostingRegressor(**settings).fit(X, np.log(seconds))
 
     def regrets(
         self, runs: Sequence[ExperienceRun], pool: Sequence[int], budgets: Sequence[float],
@@ -202,7 +214,7 @@ def first_visit_regret(
     mode: str = "zero-shot",
     probe: int = 1,
     probe_epochs: int = 1,
-    similar_width: float = 0.0,
+    similarity_width: float = 0.0,
 ) -> dict[float, list[float]]:
     """Regret (points) of every held-out (task, budget), per budget."""
     if mode not in MODES:
@@ -213,8 +225,10 @@ def first_visit_regret(
         raise ValueError(f"mode {mode!r} needs a known_fraction above 0")
     if probe < 1 or probe_epochs < 1:
         raise ValueError(f"probe and probe_epochs must be at least 1, got {probe} and {probe_epochs}")
-    if similar_width < 0 or (similar_width > 0 and mode != "zero-shot"):
-        raise ValueError(f"similar_width must be 0 or, with mode zero-shot, above 0; got {similar_width} with {mode!r}")
+    if not math.isfinite(similarity_width) or similarity_width < 0:
+        raise ValueError(f"similarity_width must be at least 0 (0: unweighted), got {similarity_width}")
+    if similarity_width > 0 and mode != "zero-shot":
+        raise ValueError(f"similarity_width needs mode 'zero-shot', got {mode!r}")
     # no early stopping, as in the service's BatchRefitRegressor (it would hold out a random
     # tenth of the rows, so the fit would depend on row order)
     settings = {"max_iter": max_iter, "learning_rate": learning_rate,
@@ -232,13 +246,14 @@ def first_visit_regret(
     meta = {task_id: dict(runs[0].meta) for task_id, runs in by_task.items()}
     for held_out in _split_folds(sorted(by_task), folds, seed):
         others = [run for task_id, runs in by_task.items() if task_id not in held_out for run in runs]
-        zero_shot = _Models(others, settings, true_time, samples_of) if mode == "zero-shot" and not similar_width else None
+        # fit once per fold; with a similarity width, its time model serves every held-out task
+        zero_shot = _Models(others, settings, true_time, samples_of) if mode == "zero-shot" else None
         for task_id in held_out:
             runs = by_task[task_id]
             known, pool = _known_split(task_id, len(runs), known_fraction, seed)
-            if similar_width:
-                weights = similarity_weights(meta, task_id, similar_width)
-                models = _Models(others, settings, true_time, samples_of, task_weight=weights)
+            if similarity_width:
+                weights = similarity_weights(meta, task_id, similarity_width)
+                models = _Models(others, settings, true_time, samples_of, task_weight=weights, time_of=zero_shot)
             elif zero_shot is not None:
                 models = zero_shot
             else:
@@ -267,15 +282,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="two-step pick: run the K best predicted runs for --probe-epochs each, "
                              "continue the best (the others' seconds come out of the budget)")
     parser.add_argument("--probe-epochs", type=int, default=1)
-    parser.add_argument("--similar-width", type=float, default=0.0,
-                        help="weight the other tasks' rows by meta-feature similarity (Gaussian width, log units)")
+    parser.add_argument("--similarity-width", type=float, default=0.0,
+                        help="weight the other tasks' rows in the accuracy model by meta-feature similarity: "
+                             "standard deviation of a Gaussian over natural-log distance; 0 (default) = "
+                             "unweighted; zero-shot mode only")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     regrets = first_visit_regret(args.table, args.folds, args.seed, true_time=args.true_time,
                                  max_iter=args.max_iter, learning_rate=args.learning_rate, l2_regularization=args.l2,
                                  known_fraction=args.known_fraction, mode=args.mode,
                                  probe=args.probe, probe_epochs=args.probe_epochs,
-                                 similar_width=args.similar_width)
+                                 similarity_width=args.similarity_width)
     means = [statistics.fmean(v) for v in regrets.values()]
     cells = " / ".join(f"{m:.1f}" for m in means)
     print(f"first-visit regret {cells} (mean {statistics.fmean(means):.1f}) "

@@ -108,8 +108,10 @@ def test_known_split_keeps_a_pool_and_at_least_one_known_run() -> None:
         ({"mode": "own-only"}, "needs a known_fraction above 0"),
         ({"probe": 0}, "probe and probe_epochs must be at least 1"),
         ({"probe_epochs": 0}, "probe and probe_epochs must be at least 1"),
-        ({"similar_width": -1.0}, "similar_width must be 0 or"),
-        ({"similar_width": 1.0, "mode": "with-task", "known_fraction": 0.5}, "similar_width must be 0 or"),
+        ({"similarity_width": -1.0}, r"similarity_width must be at least 0 \(0: unweighted\), got -1.0"),
+        ({"similarity_width": float("nan")}, "similarity_width must be at least 0"),
+        ({"similarity_width": 1.0, "mode": "with-task", "known_fraction": 0.5},
+         "similarity_width needs mode 'zero-shot', got 'with-task'"),
     ],
 )
 def test_bad_options_are_refused_before_any_work(options: dict, message: str) -> None:
@@ -131,8 +133,14 @@ def test_similarity_weights_fall_with_the_distance_between_meta_features() -> No
     assert weights["here"] == 1.0
     assert 1.0 > weights["near"] > weights["far"] > 0.0
     assert weights["near"] == pytest.approx(math.exp(-math.log(2) ** 2 / 2))
-    with pytest.raises(ValueError, match="width must be above 0"):
-        similarity_weights(meta, "here", width=0.0)
+    wider = similarity_weights(meta, "here", width=2.0)
+    assert wider["near"] == pytest.approx(math.exp(-math.log(2) ** 2 / 8))
+    assert wider["far"] > weights["far"]
+    for width in (0.0, float("nan")):
+        with pytest.raises(ValueError, match="width must be a number above 0"):
+            similarity_weights(meta, "here", width=width)
+    with pytest.raises(ValueError, match="task 'zero' has a meta-feature at or below 0"):
+        similarity_weights({**meta, "zero": {"num_samples": 0.0, "num_classes": 10.0}}, "here", width=1.0)
     with pytest.raises(ValueError, match="task 'odd' has no meta-feature num_classes: cannot compare it with 'here'"):
         similarity_weights({**meta, "odd": {"num_samples": 5.0}}, "here", width=1.0)
 
@@ -154,3 +162,45 @@ def test_task_weights_decide_which_past_task_the_accuracy_model_follows() -> Non
     follow_b = _Models(past, SETTINGS, true_time=True, task_weight={"a": 1e-6, "b": 1.0})
     assert follow_a.regrets(new, pool, [1000.0]) == [0.0]
     assert follow_b.regrets(new, pool, [1000.0]) == [90.0 - 40.0]  # the wrong lr: its best is epoch 1
+
+
+def test_a_similarity_width_weighs_past_tasks_for_each_held_out_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmarks._batch_ceiling as batch_ceiling
+
+    runs = [_run(f"r{i}", [10.0 + i, 40.0 + i], task=f"task{t}") for t in range(5) for i in range(4)]
+    calls: list[tuple[str, float]] = []
+    fits: list[frozenset[str] | None] = []
+    real_weights, real_models = batch_ceiling.similarity_weights, batch_ceiling._Models
+
+    def spy_weights(meta, target, width):  # type: ignore[no-untyped-def]
+        calls.append((target, width))
+        return real_weights(meta, target, width)
+
+    class SpyModels(real_models):  # type: ignore[misc, valid-type]
+        def __init__(self, runs, *args, task_weight=None, **kwargs):  # type: ignore[no-untyped-def]
+            runs = list(runs)
+            fits.append(None if task_weight is None else frozenset(task_weight))
+            super().__init__(runs, *args, task_weight=task_weight, **kwargs)
+
+    monkeypatch.setattr(batch_ceiling, "similarity_weights", spy_weights)
+    monkeypatch.setattr(batch_ceiling, "_Models", SpyModels)
+    table = ExperienceTable(tuple(runs), "synthetic")
+    first_visit_regret(table, folds=5, seed=0, budgets=[1000.0], max_iter=5, similarity_width=0.5)
+    assert sorted(calls) == [(f"task{t}", 0.5) for t in range(5)]  # once per held-out task
+    assert fits.count(None) == 5  # one unweighted fit per fold (its time model is shared)
+    assert all(f == {f"task{t}" for t in range(5)} for f in fits if f is not None)
+
+
+def test_the_cli_passes_the_similarity_width_on(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import benchmarks._batch_ceiling as batch_ceiling
+
+    seen: dict[str, object] = {}
+
+    def fake_regret(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(kwargs)
+        return {1800.0: [1.0]}
+
+    monkeypatch.setattr(batch_ceiling, "first_visit_regret", fake_regret)
+    main(["--similarity-width", "0.5"])
+    assert seen["similarity_width"] == 0.5
+    assert "first-visit regret 1.0" in capsys.readouterr().out
