@@ -37,6 +37,7 @@ Run it as::
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import random
 import statistics
@@ -97,16 +98,12 @@ class _Models:
     """Accuracy (standardised per task) and log-time boosting fit on every sampled curve point.
 
     ``samples_of`` gives a run's training rows; pass a cached one when the same runs are fit
-    again (each fold, each held-out task), so their features are built once. ``task_weight``
-    weights each task's rows in the accuracy model (scaled to a mean of 1 over the rows);
-    ``time_of`` reuses another instance's time model instead of fitting one.
+    again (each fold, each held-out task), so their features are built once.
     """
 
     def __init__(
         self, runs: Iterable[ExperienceRun], settings: dict[str, object], true_time: bool,
         samples_of: Callable[[ExperienceRun], Samples] = _samples,
-        task_weight: Mapping[str, float] | None = None,
-        time_of: _Models | None = None,
     ) -> None:
         from sklearn.ensemble import HistGradientBoostingRegressor
         from sklearn.feature_extraction import DictVectorizer
@@ -125,17 +122,22 @@ class _Models:
             y[mine] = (y[mine] - y[mine].mean()) / max(y[mine].std(), 1e-9)
         self.vectorizer = DictVectorizer(sparse=False)
         X = self.vectorizer.fit_transform(rows)
-        weights = None
-        if task_weight is not None:
-            weights = np.array([task_weight[t] for t in task_of])
-            if not weights.sum() > 0:
-                raise ValueError("every past task has weight 0 (similarity width too small for these tasks)")
-            weights = weights / weights.mean()
-        self.accuracy = HistGradientBoostingRegressor(**settings).fit(X, y, sample_weight=weights)
-        if time_of is not None:
-            self.time = time_of.time
-        else:
-            self.time = None if true_time else HistGradientBoostingRegressor(**settings).fit(X, np.log(seconds))
+        self._fit_data = (X, y, tasks, settings)
+        self.accuracy = HistGradientBoostingRegressor(**settings).fit(X, y)
+        self.time = None if true_time else HistGradientBoostingRegressor(**settings).fit(X, np.log(seconds))
+
+    def reweighted(self, task_weight: Mapping[str, float]) -> _Models:
+        """A copy whose accuracy model weights each task's rows (scaled to a mean of 1 over the
+        rows); the rows, the features and the time model are this one's."""
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        X, y, tasks, settings = self._fit_data
+        weights = np.array([task_weight[t] for t in tasks])
+        if not weights.sum() > 0:
+            raise ValueError("every past task has weight 0 (similarity width too small for these tasks)")
+        twin = copy.copy(self)
+        twin.accuracy = HistGradientBoostingRegressor(**settings).fit(X, y, sample_weight=weights / weights.mean())
+        return twin
 
     def regrets(
         self, runs: Sequence[ExperienceRun], pool: Sequence[int], budgets: Sequence[float],
@@ -246,14 +248,13 @@ def first_visit_regret(
     meta = {task_id: dict(runs[0].meta) for task_id, runs in by_task.items()}
     for held_out in _split_folds(sorted(by_task), folds, seed):
         others = [run for task_id, runs in by_task.items() if task_id not in held_out for run in runs]
-        # fit once per fold; with a similarity width, its time model serves every held-out task
+        # fit once per fold; with a similarity width, each held-out task reweights its rows
         zero_shot = _Models(others, settings, true_time, samples_of) if mode == "zero-shot" else None
         for task_id in held_out:
             runs = by_task[task_id]
             known, pool = _known_split(task_id, len(runs), known_fraction, seed)
-            if similarity_width:
-                weights = similarity_weights(meta, task_id, similarity_width)
-                models = _Models(others, settings, true_time, samples_of, task_weight=weights, time_of=zero_shot)
+            if zero_shot is not None and similarity_width:
+                models = zero_shot.reweighted(similarity_weights(meta, task_id, similarity_width))
             elif zero_shot is not None:
                 models = zero_shot
             else:

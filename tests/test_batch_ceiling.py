@@ -158,8 +158,9 @@ def test_task_weights_decide_which_past_task_the_accuracy_model_follows() -> Non
     past = runs_of("a", good_lr=0.1) + runs_of("b", good_lr=0.001)
     new = runs_of("c", good_lr=0.1)
     pool = list(range(len(new)))
-    follow_a = _Models(past, SETTINGS, true_time=True, task_weight={"a": 1.0, "b": 1e-6})
-    follow_b = _Models(past, SETTINGS, true_time=True, task_weight={"a": 1e-6, "b": 1.0})
+    models = _Models(past, SETTINGS, true_time=True)
+    follow_a = models.reweighted({"a": 1.0, "b": 1e-6})
+    follow_b = models.reweighted({"a": 1e-6, "b": 1.0})
     assert follow_a.regrets(new, pool, [1000.0]) == [0.0]
     assert follow_b.regrets(new, pool, [1000.0]) == [90.0 - 40.0]  # the wrong lr: its best is epoch 1
 
@@ -169,7 +170,8 @@ def test_a_similarity_width_weighs_past_tasks_for_each_held_out_task(monkeypatch
 
     runs = [_run(f"r{i}", [10.0 + i, 40.0 + i], task=f"task{t}") for t in range(5) for i in range(4)]
     calls: list[tuple[str, float]] = []
-    fits: list[frozenset[str] | None] = []
+    fits: list[str] = []
+    reweightings: list[frozenset[str]] = []
     real_weights, real_models = batch_ceiling.similarity_weights, batch_ceiling._Models
 
     def spy_weights(meta, target, width):  # type: ignore[no-untyped-def]
@@ -177,18 +179,21 @@ def test_a_similarity_width_weighs_past_tasks_for_each_held_out_task(monkeypatch
         return real_weights(meta, target, width)
 
     class SpyModels(real_models):  # type: ignore[misc, valid-type]
-        def __init__(self, runs, *args, task_weight=None, **kwargs):  # type: ignore[no-untyped-def]
-            runs = list(runs)
-            fits.append(None if task_weight is None else frozenset(task_weight))
-            super().__init__(runs, *args, task_weight=task_weight, **kwargs)
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            fits.append("fit")
+            super().__init__(*args, **kwargs)
+
+        def reweighted(self, task_weight):  # type: ignore[no-untyped-def]
+            reweightings.append(frozenset(task_weight))
+            return super().reweighted(task_weight)
 
     monkeypatch.setattr(batch_ceiling, "similarity_weights", spy_weights)
     monkeypatch.setattr(batch_ceiling, "_Models", SpyModels)
     table = ExperienceTable(tuple(runs), "synthetic")
     first_visit_regret(table, folds=5, seed=0, budgets=[1000.0], max_iter=5, similarity_width=0.5)
     assert sorted(calls) == [(f"task{t}", 0.5) for t in range(5)]  # once per held-out task
-    assert fits.count(None) == 5  # one unweighted fit per fold (its time model is shared)
-    assert all(f == {f"task{t}" for t in range(5)} for f in fits if f is not None)
+    assert len(fits) == 5  # one fit per fold (its rows, features and time model are shared)
+    assert reweightings == [frozenset(f"task{t}" for t in range(5))] * 5
 
 
 def test_the_cli_passes_the_similarity_width_on(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
