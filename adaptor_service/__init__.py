@@ -5,61 +5,10 @@ Layers, from the wire inwards:
 - ``Adaptor``: the plain-Python core, also embeddable by other schedulers;
 - predictors (River), schedule generators, candidate space, stores.
 
-Names are loaded lazily (PEP 562), so importing the domain types stays cheap.
+The domain types it takes and returns live in :mod:`nasoa_contracts`. Names are loaded on
+first use (the stub ``__init__.pyi`` lists them for type checkers and for the loader).
 """
 
-from __future__ import annotations
+import lazy_loader
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "Adaptor": "_adaptor",
-    "AdaptorStats": "_adaptor",
-    "DispatchError": "_adaptor",
-    "Dispatcher": "_adaptor",
-    "CeleryDispatcher": "_dispatch",
-    "AccuracyPredictor": "_predictors",
-    "TimePredictor": "_predictors",
-    "make_features": "_predictors",
-    "ScheduleGenerator": "_schedulers",
-    "OneShotGenerator": "_schedulers",
-    "RandomGenerator": "_schedulers",
-    "FixedDefaultGenerator": "_schedulers",
-    "ScoredCandidate": "_schedulers",
-    "make_generator": "_schedulers",
-    "CandidateSpace": "_candidates",
-    "ModelInfo": "_candidates",
-    "RegimeGrid": "_candidates",
-    "JobStore": "_stores",
-    "MemoryStore": "_stores",
-    "SQLStore": "_stores",
-    "open_store": "_stores",
-    "Alternative": "_types",
-    "Candidate": "_types",
-    "CurvePoint": "_types",
-    "FailedPrecondition": "_types",
-    "InvalidArgument": "_types",
-    "Job": "_types",
-    "JobEvent": "_types",
-    "JobState": "_types",
-    "NotFound": "_types",
-    "Observation": "_types",
-    "Plan": "_types",
-    "Prediction": "_types",
-    "TaskSpec": "_types",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'adaptor_service' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"adaptor_service.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

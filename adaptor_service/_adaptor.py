@@ -46,7 +46,7 @@ from adaptor_service._predictors import (
 )
 from adaptor_service._schedulers import OneShotGenerator, ScheduleGenerator, ScoredCandidate
 from adaptor_service._stores import JobStore, MemoryStore
-from adaptor_service._types import (
+from nasoa_contracts import (
     Candidate,
     CurvePoint,
     FailedPrecondition,
@@ -58,6 +58,7 @@ from adaptor_service._types import (
     Observation,
     Plan,
     Prediction,
+    ServiceUnavailable,
     TaskSpec,
 )
 
@@ -69,7 +70,7 @@ __all__ = ["Adaptor", "AdaptorStats", "Dispatcher", "DispatchError"]
 SNAPSHOT_FORMAT = 2  # 2: the state keeps the measured runs (KnownRuns)
 
 
-class DispatchError(RuntimeError):
+class DispatchError(ServiceUnavailable):
     """The job could not be handed to the workers (broker unreachable...)."""
 
 

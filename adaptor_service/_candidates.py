@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaptor_service._types import Candidate, InvalidArgument, NotFound, TaskSpec, require_finite
+from nasoa_contracts import Candidate, InvalidArgument, NotFound, TaskSpec, require_finite
 
 DEFAULT_SPACE_FILE = Path(__file__).with_name("candidates.toml")
 

@@ -3,7 +3,7 @@
 A table is read from CSV or JSONL (see ``docs/EXPERIENCE_FORMAT.md``) into
 :class:`ExperienceTable`, a tuple of :class:`ExperienceRun` objects. Past this boundary
 nothing is a loose dict: a run carries its task, meta-features, model, hyperparameters and
-its learning curve as :class:`~adaptor_service._types.CurvePoint` objects.
+its learning curve as :class:`~nasoa_contracts.CurvePoint` objects.
 
 Columns
 -------
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from adaptor_service._types import Candidate, CurvePoint, HParamValue, Observation, TaskSpec
+from nasoa_contracts import Candidate, CurvePoint, HParamValue, Observation, TaskSpec
 
 __all__ = [
     "CURVE_SAMPLE_EPOCHS",
@@ -37,7 +37,9 @@ __all__ = [
     "ExperienceRow",
     "ExperienceRun",
     "ExperienceTable",
+    "parse_hparam",
     "read_csv",
+    "sample_curve",
     "read_jsonl",
     "read_table",
     "runs_to_observations",
@@ -189,7 +191,7 @@ class ExperienceTable:
 # ----------------------------------------------------------------------------- parsing
 
 
-def _parse_hp(text: str) -> HParamValue:
+def parse_hparam(text: str) -> HParamValue:
     """A CSV cell as int, float or text, whichever reads back exactly."""
     try:
         return int(text)
@@ -266,7 +268,7 @@ class _RowParser:
                 if value is None or value == "":
                     continue  # not set for this run
                 if isinstance(value, str):
-                    hparams[name] = _parse_hp(value.strip())
+                    hparams[name] = parse_hparam(value.strip())
                 elif isinstance(value, (int, float)) and not isinstance(value, bool):
                     if not math.isfinite(value):
                         raise self.error(row, column, f"expected a finite number or text, got {value!r}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaptor_service._types import Candidate, CurvePoint, Observation, TaskSpec
+from nasoa_contracts import Candidate, CurvePoint, Observation, TaskSpec
 
 __all__ = ["KnownRuns", "Measured", "RunKey", "correct_accuracy", "correct_seconds", "rows_by_run", "run_key"]
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from river import base, linear_model, stats
 
-from adaptor_service._types import Candidate, TaskSpec
+from nasoa_contracts import Candidate, TaskSpec
 
 Features = dict[str, float]
 

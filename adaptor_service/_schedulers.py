@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from adaptor_service._types import Alternative, Candidate, Plan, Prediction, TaskSpec
+from nasoa_contracts import Alternative, Candidate, Plan, Prediction, TaskSpec
 
 __all__ = [
     "FixedDefaultGenerator",
@@ -99,7 +99,7 @@ class OneShotGenerator(ScheduleGenerator):
     seed
         Seeds the exploration coin.
 
-    >>> from adaptor_service._types import Candidate, Prediction, TaskSpec
+    >>> from nasoa_contracts import Candidate, Prediction, TaskSpec
     >>> task = TaskSpec("builtin:digits", budget_seconds=10)
     >>> fast = ScoredCandidate(Candidate("small"), Prediction(80, 1, 5, 1))
     >>> slow = ScoredCandidate(Candidate("big"), Prediction(95, 1, 50, 5))

@@ -10,33 +10,21 @@ from typing import Any, Literal, TypeVar
 
 import grpc
 
-from adaptor_service import _convert as convert
-from adaptor_service._adaptor import Adaptor, DispatchError
-from adaptor_service._types import (
+from adaptor_service._adaptor import Adaptor
+from nasoa_api.v1 import adaptor_pb2 as pb
+from nasoa_api.v1 import adaptor_pb2_grpc as pb_grpc
+from nasoa_contracts import (
     CurvePoint,
-    FailedPrecondition,
     InvalidArgument,
     Job,
     NotFound,
     Observation,
+    convert,
+    status_of,
 )
-from nasoa_api.v1 import adaptor_pb2 as pb
-from nasoa_api.v1 import adaptor_pb2_grpc as pb_grpc
 
 log = logging.getLogger("nasoa.adaptor.grpc")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _status_of(exc: Exception) -> grpc.StatusCode | None:
-    if isinstance(exc, InvalidArgument):
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(exc, NotFound):
-        return grpc.StatusCode.NOT_FOUND
-    if isinstance(exc, FailedPrecondition):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, DispatchError):
-        return grpc.StatusCode.UNAVAILABLE
-    return None
 
 
 def _maps_errors(method: F) -> F:
@@ -45,7 +33,7 @@ def _maps_errors(method: F) -> F:
         try:
             return method(self, request, context)
         except Exception as exc:
-            code = _status_of(exc)
+            code = status_of(exc)
             if code is None:
                 log.exception("%s failed", method.__name__)
                 context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
@@ -60,7 +48,7 @@ def _maps_errors_stream(method: F) -> F:
         try:
             yield from method(self, request, context)
         except Exception as exc:
-            code = _status_of(exc)
+            code = status_of(exc)
             if code is None:
                 log.exception("%s failed", method.__name__)
                 context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")

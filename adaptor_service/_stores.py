@@ -21,9 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from adaptor_service import _convert as convert
-from adaptor_service._types import InvalidArgument, Job, JobEvent, JobState, NotFound, Observation
 from nasoa_api.v1 import adaptor_pb2 as pb
+from nasoa_contracts import InvalidArgument, Job, JobEvent, JobState, NotFound, Observation, convert
 
 __all__ = ["JobStore", "MemoryStore", "SQLStore", "open_store"]
 

@@ -1,31 +1,7 @@
 """The adaptor's gRPC server and the ``nasoa-adaptor`` command.
 
-Configuration (environment, with defaults):
-
-========================  ===============================================================
-NASOA_ADAPTOR_ADDRESS     address to bind, ``127.0.0.1:50051``
-NASOA_HOME                state directory of the embedded setup, ``~/.nasoa``
-NASOA_STORE_URL           ``sqlite:///$NASOA_HOME/adaptor.db``; or ``postgresql://...``
-NASOA_SNAPSHOT            River snapshot file, ``$NASOA_HOME/adaptor.snapshot``
-NASOA_SNAPSHOT_EVERY      observations between snapshots, ``20`` (the log covers the rest)
-NASOA_LEARN               ``background`` (default): Observe returns once results are recorded
-                          and a learner thread learns them in log order; ``inline``: Observe
-                          returns after learning them
-NASOA_ZOO_ADDRESS         the zoo service whose models are the candidates, ``127.0.0.1:50052``
-NASOA_CANDIDATES          regime grid file, ``adaptor_service/candidates.toml``
-NASOA_POLICY              ``nasoa`` (default), ``random`` or ``fixed``
-NASOA_FIXED_MODEL         model of the ``fixed`` policy (default: the zoo's median by CPU step time)
-NASOA_SEED                seed of the policy, ``0``
-NASOA_RISK_AVERSION       ``nasoa`` ranks by accuracy - k x its std; k, ``0.5``
-NASOA_EXPLORATION         probability of an optimistic (accuracy + std) pick, ``0`` = off
-NASOA_DISPATCH            ``celery`` (default) or ``none`` (plan and learn only)
-NASOA_WARM_START          experience table (.jsonl/.csv, docs/EXPERIENCE_FORMAT.md) learned
-                          at start; its runs are recorded once, so restarts do not relearn
-NASOA_TOKEN               when set, every call needs ``authorization: Bearer <token>``
-NASOA_TLS_CERT/KEY        PEM files: serve TLS instead of plaintext
-NASOA_REFLECTION          ``1`` registers gRPC server reflection
-NASOA_GRACE_SECONDS       SIGTERM grace period for in-flight calls, ``10``
-========================  ===============================================================
+Settings: :class:`nasoa_contracts.AdaptorSettings` (``NASOA_*`` variables, or the ``[adaptor]``
+table of the ``NASOA_CONFIG`` file); ``nasoa-adaptor --help`` lists them with their defaults.
 """
 
 from __future__ import annotations
@@ -33,27 +9,33 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import signal
 import sys
 import threading
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from adaptor_service._adaptor import Adaptor
-from adaptor_service._auth import TokenAuthInterceptor
 from adaptor_service._candidates import DEFAULT_SPACE_FILE, CandidateSpace, ModelInfo, RegimeGrid
 from adaptor_service._schedulers import make_generator
 from adaptor_service._servicer import AdaptorServicer
 from adaptor_service._stores import open_store
 from nasoa_api.v1 import adaptor_pb2, adaptor_pb2_grpc
+from nasoa_contracts import (
+    MAX_MESSAGE_BYTES,
+    AdaptorSettings,
+    SettingsError,
+    TokenAuthInterceptor,
+    bearer_metadata,
+    load_settings,
+    make_channel,
+    settings_table,
+)
 
 log = logging.getLogger("nasoa.adaptor")
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 SERVICE_NAME = adaptor_pb2.DESCRIPTOR.services_by_name["AdaptorService"].full_name
 
 
@@ -98,7 +80,6 @@ def make_server(
 
 def models_from_zoo(address: str, timeout: float = 60.0, token: str = "") -> list[ModelInfo]:
     """The zoo's entries as the adaptor sees them, read through ZooService.ListModels."""
-    from clients._client import make_channel
     from nasoa_api.v1 import zoo_pb2, zoo_pb2_grpc
 
     with make_channel(address) as channel:
@@ -107,8 +88,7 @@ def models_from_zoo(address: str, timeout: float = 60.0, token: str = "") -> lis
         except grpc.FutureTimeoutError:
             raise SystemExit(f"nasoa-adaptor: no zoo service at {address} (set NASOA_ZOO_ADDRESS)") from None
         stub = zoo_pb2_grpc.ZooServiceStub(channel)
-        metadata = [("authorization", f"Bearer {token}")] if token else []
-        reply = stub.ListModels(zoo_pb2.ListModelsRequest(), timeout=30, metadata=metadata)
+        reply = stub.ListModels(zoo_pb2.ListModelsRequest(), timeout=30, metadata=bearer_metadata(token))
     return [
         ModelInfo(
             name=e.name,
@@ -133,42 +113,32 @@ def _median_model(models: list[ModelInfo], device_class: str = "cpu") -> str:
     return ranked[len(ranked) // 2].name
 
 
-def adaptor_from_env() -> Adaptor:
-    home = Path(os.environ.get("NASOA_HOME", Path.home() / ".nasoa")).expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    store = open_store(os.environ.get("NASOA_STORE_URL", f"sqlite:///{home / 'adaptor.db'}"))
-    grid = RegimeGrid.from_toml(os.environ.get("NASOA_CANDIDATES", str(DEFAULT_SPACE_FILE)))
-    token = os.environ.get("NASOA_TOKEN", "")
-    models = models_from_zoo(os.environ.get("NASOA_ZOO_ADDRESS", "127.0.0.1:50052"), token=token)
+def adaptor_from_settings(settings: AdaptorSettings) -> Adaptor:
+    """The adaptor the settings describe: store, zoo models, candidate space, policy, dispatch."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.store_url)
+    grid = RegimeGrid.from_toml(settings.candidates or DEFAULT_SPACE_FILE)
+    models = models_from_zoo(settings.zoo_address, token=settings.token)
     if not models:
         raise SystemExit("nasoa-adaptor: the zoo has no models; run `nasoa-zoo list` to check")
-    dispatch = os.environ.get("NASOA_DISPATCH", "celery")
     dispatcher = None
-    if dispatch == "celery":
+    if settings.dispatch == "celery":
         from adaptor_service._dispatch import CeleryDispatcher
 
-        dispatcher = CeleryDispatcher()
-    elif dispatch != "none":
-        raise SystemExit(f"nasoa-adaptor: NASOA_DISPATCH must be celery or none, got {dispatch!r}")
-    learn = os.environ.get("NASOA_LEARN", "background")
-    if learn not in ("background", "inline"):
-        raise SystemExit(f"nasoa-adaptor: NASOA_LEARN must be background or inline, got {learn!r}")
-    policy = os.environ.get("NASOA_POLICY", "nasoa")
+        dispatcher = CeleryDispatcher(settings.broker_url, settings.home, settings.queue_prefix)
     options: dict[str, object] = {}
-    if policy == "nasoa":
-        options = {"risk_aversion": float(os.environ.get("NASOA_RISK_AVERSION", "0.5")),
-                   "exploration": float(os.environ.get("NASOA_EXPLORATION", "0"))}
-    elif policy == "fixed":
-        options = {"model": os.environ.get("NASOA_FIXED_MODEL", "") or _median_model(models),
-                   "hparams": dict(FIXED_DEFAULT_REGIME)}
+    if settings.policy == "nasoa":
+        options = {"risk_aversion": settings.risk_aversion, "exploration": settings.exploration}
+    elif settings.policy == "fixed":
+        options = {"model": settings.fixed_model or _median_model(models), "hparams": dict(FIXED_DEFAULT_REGIME)}
     return Adaptor(
         store,
         candidate_space=CandidateSpace(models, grid),
-        generator=make_generator(policy, seed=int(os.environ.get("NASOA_SEED", "0")), **options),
+        generator=make_generator(settings.policy, seed=settings.seed, **options),
         dispatcher=dispatcher,
-        snapshot_path=os.environ.get("NASOA_SNAPSHOT", str(home / "adaptor.snapshot")),
-        snapshot_every=int(os.environ.get("NASOA_SNAPSHOT_EVERY", "20")),
-        learn_in_background=learn == "background",
+        snapshot_path=settings.snapshot,
+        snapshot_every=settings.snapshot_every,
+        learn_in_background=settings.learn == "background",
     )
 
 
@@ -191,18 +161,11 @@ def warm_start_from_file(adaptor: Adaptor, path: str) -> int:
     return learned
 
 
-def serve(adaptor: Adaptor, address: str, grace: float = 10.0) -> None:
+def serve(adaptor: Adaptor, settings: AdaptorSettings) -> None:
     """Serve until SIGTERM/SIGINT: health turns NOT_SERVING, calls drain, snapshot flushed."""
-    tls = None
-    cert, key = os.environ.get("NASOA_TLS_CERT"), os.environ.get("NASOA_TLS_KEY")
-    if cert and key:
-        tls = (Path(cert).read_bytes(), Path(key).read_bytes())
+    address, grace = settings.adaptor_address, settings.grace_seconds
     server, port, health_servicer = make_server(
-        adaptor,
-        address,
-        token=os.environ.get("NASOA_TOKEN", ""),
-        tls=tls,
-        reflection=os.environ.get("NASOA_REFLECTION", "") == "1",
+        adaptor, address, token=settings.token, tls=settings.tls(), reflection=settings.reflection
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -224,27 +187,34 @@ def serve(adaptor: Adaptor, address: str, grace: float = 10.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nasoa-adaptor",
-        description="Serve the NASOA adaptor (gRPC). Settings come from NASOA_* environment variables.",
-        epilog="See `python -c 'import adaptor_service.server as s; print(s.__doc__)'` for every variable.",
+        description="Serve the NASOA adaptor (gRPC): plans fine-tuning jobs and learns from their results.",
+        epilog="settings (environment variables, or the [adaptor] table of the TOML file $NASOA_CONFIG):\n"
+        + settings_table(AdaptorSettings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--address", default=os.environ.get("NASOA_ADAPTOR_ADDRESS", "127.0.0.1:50051"))
-    parser.add_argument("--grace", type=float, default=float(os.environ.get("NASOA_GRACE_SECONDS", "10")))
+    parser.add_argument("--address", help="HOST:PORT to serve on (overrides NASOA_ADAPTOR_ADDRESS)")
+    parser.add_argument("--grace", type=float, help="SIGTERM grace period in seconds (overrides NASOA_GRACE_SECONDS)")
     args = parser.parse_args(argv)
+    overrides = {"adaptor_address": args.address, "grace_seconds": args.grace}
+    try:
+        settings = load_settings(AdaptorSettings, **{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        parser.error(str(exc))
     logging.basicConfig(
-        level=os.environ.get("NASOA_LOG_LEVEL", "INFO"),
+        level=settings.log_level,
         format='{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": "%(message)s"}',
     )
     try:
-        adaptor = adaptor_from_env()
-        if os.environ.get("NASOA_WARM_START"):
-            warm_start_from_file(adaptor, os.environ["NASOA_WARM_START"])
+        adaptor = adaptor_from_settings(settings)
+        if settings.warm_start:
+            warm_start_from_file(adaptor, settings.warm_start)
     except (ValueError, LookupError, OSError) as exc:
         print(f"nasoa-adaptor: {exc}", file=sys.stderr)
         return 2
     # What start-up made lives as long as the process: keeping it out of the collector's
     # full passes takes tens of ms off the Recommend calls that land on one.
     gc.freeze()
-    serve(adaptor, args.address, args.grace)
+    serve(adaptor, settings)
     return 0
 
 

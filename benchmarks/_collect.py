@@ -15,7 +15,7 @@ from pathlib import Path
 
 from adaptor_service._candidates import CandidateSpace, ModelInfo, RegimeGrid
 from adaptor_service._experience import ExperienceRun, ExperienceTable, write_csv, write_jsonl
-from adaptor_service._types import CurvePoint, TaskSpec
+from nasoa_contracts import CurvePoint, TaskSpec
 
 # Past jobs: other subsets (sizes, seeds) of the built-in sources than the demo's tasks.
 DEFAULT_DATASETS = (

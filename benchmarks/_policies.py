@@ -36,7 +36,7 @@ from adaptor_service._experience import (
     runs_to_observations,
     sample_curve,
 )
-from adaptor_service._types import Candidate, CurvePoint, HParamValue, Observation, TaskSpec
+from nasoa_contracts import Candidate, CurvePoint, HParamValue, Observation, TaskSpec
 
 __all__ = [
     "AnytimeSearch",

@@ -39,8 +39,8 @@ from adaptor_service._predictors import (
     TimePredictor,
     make_features,
 )
-from adaptor_service._types import Candidate, TaskSpec
 from benchmarks._replay import DEFAULT_BUDGETS_SECONDS, _split_folds, load_named_table
+from nasoa_contracts import Candidate, TaskSpec
 
 __all__ = ["CONFIGS", "LabConfig", "LabResult", "run_lab"]
 

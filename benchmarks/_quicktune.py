@@ -16,8 +16,8 @@ import json
 import os
 from pathlib import Path
 
-from adaptor_service._experience import ExperienceRun, ExperienceTable, _parse_hp
-from adaptor_service._types import CurvePoint, HParamValue
+from adaptor_service._experience import ExperienceRun, ExperienceTable, parse_hparam
+from nasoa_contracts import CurvePoint, HParamValue
 
 __all__ = ["DEFAULT_QUICKTUNE_DIR", "META_FEATURE_NAMES", "load_quicktune"]
 
@@ -57,7 +57,7 @@ def _read_hparams(path: Path) -> dict[str, tuple[str, dict[str, HParamValue]]]:
                             )
                         hparams[name] = value
                 else:
-                    hparams[column] = _parse_hp(cell.strip())
+                    hparams[column] = parse_hparam(cell.strip())
             model = hparams.pop("model", None)
             if not isinstance(model, str):
                 raise ValueError(f"{path.name}: row {number}: no cat:model:* column is set")

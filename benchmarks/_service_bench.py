@@ -19,16 +19,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from adaptor_service import (
-    Adaptor,
-    CandidateSpace,
-    CurvePoint,
-    ModelInfo,
-    Observation,
-    RegimeGrid,
-    TaskSpec,
-    open_store,
-)
+from adaptor_service import Adaptor, CandidateSpace, ModelInfo, RegimeGrid, open_store
+from nasoa_contracts import CurvePoint, Observation, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -105,7 +97,7 @@ def run_service_benchmark(
     calls: int = 300, observations: int = 2000, warm: int = 200, progress: Callable[[str], None] = print
 ) -> ServiceBenchResult:
     from adaptor_service.server import make_server
-    from clients._client import AdaptorClient
+    from clients import AdaptorClient
 
     space = benchmark_space()
     direct = Adaptor.in_memory(candidate_space=space, learn_in_background=True)
@@ -135,7 +127,7 @@ def run_service_benchmark(
             direct.flush()
             direct_learned = observations / (time.perf_counter() - start)
 
-            from adaptor_service import _convert as convert
+            from nasoa_contracts import convert
 
             requests = [convert.observation_to_pb(o) for o in batch]
             start = time.perf_counter()
@@ -177,7 +169,7 @@ def _recommend_from_another_process(address: str, calls: int) -> LatencyFigures:
 
 
 def _client_latencies(address: str, calls: int) -> LatencyFigures:
-    from clients._client import AdaptorClient
+    from clients import AdaptorClient
 
     with AdaptorClient(address, timeout=30) as client:
         for i in range(WARMUP_CALLS):
@@ -188,7 +180,7 @@ def _client_latencies(address: str, calls: int) -> LatencyFigures:
 def _observe_sqlite(space: CandidateSpace, url: str, warm: int, requests: list) -> tuple[float, float]:
     """Observe through gRPC into ``nasoa-adaptor``'s default store: (acknowledged /s, learned /s)."""
     from adaptor_service.server import make_server
-    from clients._client import AdaptorClient
+    from clients import AdaptorClient
 
     stored = Adaptor(open_store(url), candidate_space=space, learn_in_background=True)
     stored.warm_start(_observation(stored, i) for i in range(warm))

@@ -1,30 +1,13 @@
 """Ways in for users: the typed gRPC client, the ``nasoa-submit`` CLI, the local cluster.
 
-- ``AdaptorClient`` (``clients._client``): the adaptor's typed Python client.
-- ``clients.cli``: ``nasoa-submit``.
-- ``LocalCluster`` (``clients.local_cluster``): zoo, adaptor and workers on this machine.
+- :class:`AdaptorClient`: the adaptor's typed Python client (errors: :mod:`nasoa_contracts`);
+- ``clients.cli``: ``nasoa-submit``;
+- :class:`LocalCluster`: zoo, adaptor and workers on this machine;
 - ``clients.demo``: the README's main job.
+
+Names are loaded on first use (listed in ``__init__.pyi``), so ``nasoa-submit --help`` starts fast.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "AdaptorClient": "clients._client",
-    "AuthenticationError": "clients._client",
-    "ServiceTimeout": "clients._client",
-    "ServiceUnavailable": "clients._client",
-    "make_channel": "clients._client",
-    "LocalCluster": "clients.local_cluster",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'clients' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -7,90 +7,36 @@ remote. Only idempotent calls are retried on UNAVAILABLE.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 
-from adaptor_service import _convert as convert
-from adaptor_service._types import (
+from nasoa_api.v1 import adaptor_pb2 as pb
+from nasoa_api.v1 import adaptor_pb2_grpc as pb_grpc
+from nasoa_contracts import (
     Candidate,
+    ClientSettings,
     CurvePoint,
-    FailedPrecondition,
-    InvalidArgument,
     Job,
     JobEvent,
     JobState,
-    NotFound,
     Observation,
     Plan,
+    ServiceTimeout,
+    ServiceUnavailable,
     TaskSpec,
+    bearer_metadata,
+    convert,
+    error_from_rpc,
+    load_settings,
+    make_channel,
 )
-from nasoa_api.v1 import adaptor_pb2 as pb
-from nasoa_api.v1 import adaptor_pb2_grpc as pb_grpc
 
-__all__ = [
-    "AdaptorClient",
-    "AuthenticationError",
-    "ServiceUnavailable",
-    "ServiceTimeout",
-    "make_channel",
-]
+__all__ = ["AdaptorClient"]
 
 T = TypeVar("T")
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-
-
-class AuthenticationError(PermissionError):
-    """The service wants a (different) token: set NASOA_TOKEN."""
-
-
-class ServiceUnavailable(ConnectionError):
-    """The service cannot be reached or is shutting down."""
-
-
-class ServiceTimeout(TimeoutError):
-    """The call ran past its deadline."""
-
-
-def make_channel(
-    address: str,
-    root_certificates: bytes | None = None,
-    options: Sequence[tuple[str, Any]] = (),
-) -> grpc.Channel:
-    """A channel to ``address``; TLS when root certificates are given (or NASOA_TLS_CA set)."""
-    opts = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        *options,
-    ]
-    ca_path = os.environ.get("NASOA_TLS_CA")
-    if root_certificates is None and ca_path:
-        with open(ca_path, "rb") as fh:
-            root_certificates = fh.read()
-    if root_certificates is not None:
-        return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), opts)
-    return grpc.insecure_channel(address, opts)
-
-
-def map_rpc_error(exc: grpc.RpcError) -> Exception:
-    code = exc.code()  # type: ignore[attr-defined]
-    detail = exc.details() or str(code)  # type: ignore[attr-defined]
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument(detail)
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(detail)
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(detail)
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        return AuthenticationError(detail)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ServiceTimeout(detail)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return ServiceUnavailable(f"{detail}")
-    return RuntimeError(f"{code.name}: {detail}")
 
 
 class AdaptorClient:
@@ -108,8 +54,9 @@ class AdaptorClient:
         retries: int = 3,
         channel: grpc.Channel | None = None,
     ) -> None:
-        self.address = address or os.environ.get("NASOA_ADAPTOR_ADDRESS", "127.0.0.1:50051")
-        self.token = os.environ.get("NASOA_TOKEN", "") if token is None else token
+        settings = load_settings(ClientSettings) if address is None or token is None else None
+        self.address = address or settings.adaptor_address  # type: ignore[union-attr]
+        self.token = settings.token if token is None else token  # type: ignore[union-attr]
         self.timeout = timeout
         self.retries = retries
         self._channel = channel or make_channel(self.address)
@@ -126,7 +73,7 @@ class AdaptorClient:
 
     @property
     def _metadata(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self.token}")] if self.token else []
+        return bearer_metadata(self.token)
 
     def _call(self, fn: Callable[[], T], idempotent: bool) -> T:
         attempts = self.retries + 1 if idempotent else 1
@@ -136,7 +83,7 @@ class AdaptorClient:
             except grpc.RpcError as exc:
                 retryable = exc.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
                 if not (retryable and attempt + 1 < attempts):
-                    raise map_rpc_error(exc) from None
+                    raise error_from_rpc(exc) from None
                 time.sleep(min(2.0, 0.2 * 2**attempt))
         raise AssertionError("unreachable")
 
@@ -256,6 +203,6 @@ class AdaptorClient:
                 return
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or failures >= self.retries:  # type: ignore[attr-defined]
-                    raise map_rpc_error(exc) from None
+                    raise error_from_rpc(exc) from None
                 failures += 1
                 time.sleep(min(2.0, 0.2 * 2**failures))

@@ -44,13 +44,13 @@ def parse_budget(text: str) -> float:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from clients._client import AdaptorClient
+    from clients import AdaptorClient
 
     return AdaptorClient(args.address, timeout=args.timeout)
 
 
 def _task_from_args(args: argparse.Namespace) -> Any:
-    from adaptor_service._types import TaskSpec
+    from nasoa_contracts import TaskSpec
     from nasoa_data import compute_meta_features, resolve
 
     budget = parse_budget(args.budget)
@@ -73,7 +73,7 @@ def _plan_lines(plan: Any) -> list[str]:
 def _job_dict(job: Any) -> dict[str, Any]:
     from google.protobuf import json_format
 
-    from adaptor_service import _convert as convert
+    from nasoa_contracts import convert
 
     return json_format.MessageToDict(convert.job_to_pb(job), preserving_proto_field_name=True)
 
@@ -121,7 +121,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         from google.protobuf import json_format
 
-        from adaptor_service import _convert as convert
+        from nasoa_contracts import convert
 
         print(json.dumps(json_format.MessageToDict(convert.plan_to_pb(plan), preserving_proto_field_name=True), indent=2))
         return 0
@@ -171,8 +171,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from clients._client import make_channel
     from nasoa_api.v1 import zoo_pb2, zoo_pb2_grpc
+    from nasoa_contracts import make_channel
 
     with make_channel(args.zoo_address) as channel:
         try:
@@ -180,9 +180,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                 zoo_pb2.ListModelsRequest(pattern=args.pattern), timeout=args.timeout
             )
         except Exception as exc:
-            from clients._client import map_rpc_error
+            from nasoa_contracts import error_from_rpc
 
-            raise map_rpc_error(exc) from None  # type: ignore[arg-type]
+            raise error_from_rpc(exc) from None  # type: ignore[arg-type]
     if args.json:
         from google.protobuf import json_format
 

@@ -49,7 +49,7 @@ def short_regime(candidate: object) -> str:
 
 
 def run_stream(client: object, requests: Sequence[tuple[str, float]], out: object = sys.stdout) -> list[StreamRow]:
-    from adaptor_service._types import TaskSpec
+    from nasoa_contracts import TaskSpec
     from nasoa_data import compute_meta_features
 
     rows = []

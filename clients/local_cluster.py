@@ -107,8 +107,7 @@ class LocalCluster:
             shutil.rmtree(self.home)
         self.home.mkdir(parents=True, exist_ok=True)
         try:
-            host, port = self.zoo_address.rsplit(":", 1)
-            zoo = self._spawn("zoo", ["zoo_store.cli", "serve", "--address", host, "--port", port])
+            zoo = self._spawn("zoo", ["zoo_store.cli", "serve", "--address", self.zoo_address])
             wait_serving(self.zoo_address, timeout, zoo)
             self.start_adaptor(timeout)
             for i in range(self.workers):
@@ -149,7 +148,7 @@ class LocalCluster:
             self.stop_process(name)
 
     def client(self, timeout: float = 30.0) -> object:
-        from clients._client import AdaptorClient
+        from clients import AdaptorClient
 
         return AdaptorClient(self.adaptor_address, timeout=timeout)
 

@@ -2,32 +2,10 @@
 
 Used by the client (meta-features before submitting), the worker (training data) and the zoo
 (pretraining data).  Importing this package, resolving URIs and computing meta-features of the
-built-in sources needs numpy only; torch is imported by :func:`make_torch_datasets`.
+built-in sources needs numpy only; torch is imported by :func:`make_torch_datasets`.  Names are
+loaded on first use (listed in ``__init__.pyi``).
 """
 
-from __future__ import annotations
+import lazy_loader
 
-from ._metafeatures import MetaFeatures, compute_meta_features
-from ._sources import (
-    BUILTIN_NAMES,
-    DatasetError,
-    DatasetRef,
-    load_arrays,
-    load_folder_sample,
-    make_torch_datasets,
-    normalisation,
-    resolve,
-)
-
-__all__ = [
-    "BUILTIN_NAMES",
-    "DatasetError",
-    "DatasetRef",
-    "MetaFeatures",
-    "compute_meta_features",
-    "load_arrays",
-    "load_folder_sample",
-    "make_torch_datasets",
-    "normalisation",
-    "resolve",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -61,7 +61,7 @@ def tiny_space():
 
 @pytest.fixture
 def digits_task():
-    from adaptor_service import TaskSpec
+    from nasoa_contracts import TaskSpec
 
     return TaskSpec("builtin:digits", 30.0, {"num_samples": 1347.0, "num_classes": 10.0})
 

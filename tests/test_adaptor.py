@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from adaptor_service import (
-    Adaptor,
+from adaptor_service import Adaptor, open_store
+from nasoa_contracts import (
     CurvePoint,
     FailedPrecondition,
     InvalidArgument,
@@ -16,7 +16,6 @@ from adaptor_service import (
     NotFound,
     Observation,
     TaskSpec,
-    open_store,
 )
 
 

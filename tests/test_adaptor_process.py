@@ -12,9 +12,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adaptor_service import Adaptor, Candidate, CurvePoint, Observation, TaskSpec
-from clients._client import AdaptorClient
+from adaptor_service import Adaptor
+from clients import AdaptorClient
 from clients.local_cluster import free_port, wait_serving
+from nasoa_contracts import Candidate, CurvePoint, Observation, TaskSpec
 from zoo_store import DEFAULT_ZOO_DIR
 from zoo_store._service import make_zoo_server
 

@@ -7,7 +7,6 @@ import math
 import pytest
 
 from adaptor_service._experience import ExperienceRun, ExperienceTable
-from adaptor_service._types import CurvePoint
 from benchmarks._batch_ceiling import (
     MODES,
     _known_split,
@@ -18,6 +17,7 @@ from benchmarks._batch_ceiling import (
     similarity_weights,
 )
 from benchmarks._replay import _split_folds
+from nasoa_contracts import CurvePoint
 
 SETTINGS = {"max_iter": 5, "learning_rate": 0.1, "l2_regularization": 1.0, "early_stopping": False, "random_state": 0}
 

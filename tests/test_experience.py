@@ -18,8 +18,8 @@ from adaptor_service._experience import (
     write_csv,
     write_jsonl,
 )
-from adaptor_service._types import CurvePoint
 from benchmarks._quicktune import load_quicktune
+from nasoa_contracts import CurvePoint
 
 HEADER = "task_id,run_id,model,epoch,accuracy,seconds,meta.num_samples,hp.lr,hp.opt\n"
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from adaptor_service import Adaptor, CurvePoint, Observation, Prediction, TaskSpec, open_store
+from adaptor_service import Adaptor, open_store
 from adaptor_service._known_runs import correct_accuracy, correct_seconds
 from adaptor_service._predictors import (
     CandidateBlock,
@@ -22,6 +22,7 @@ from adaptor_service._predictors import (
 )
 from adaptor_service._schedulers import OneShotGenerator, RandomGenerator, ScoredCandidate
 from benchmarks._service_bench import benchmark_space
+from nasoa_contracts import CurvePoint, Observation, Prediction, TaskSpec
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from adaptor_service._predictors import (
     TimePredictor,
     make_features,
 )
-from adaptor_service._types import Candidate, TaskSpec
+from nasoa_contracts import Candidate, TaskSpec
 
 MODELS = ("alpha", "beta", "gamma")
 
@@ -221,7 +221,8 @@ def test_refits_restandardise_early_samples_with_the_task_level_of_now() -> None
 
 
 def test_adaptor_warm_start_ends_with_a_fit_on_everything() -> None:
-    from adaptor_service import Adaptor, CurvePoint, Observation
+    from adaptor_service import Adaptor
+    from nasoa_contracts import CurvePoint, Observation
 
     adaptor = Adaptor.in_memory()
     observations = []

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from kombu import Connection
 
-from adaptor_service import JobState, TaskSpec
 from clients.local_cluster import LocalCluster
+from nasoa_contracts import JobState, TaskSpec
 from nasoa_data import compute_meta_features
 
 pytestmark = pytest.mark.integration

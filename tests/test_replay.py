@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from adaptor_service._predictors import AccuracyPredictor, TimePredictor, make_features
-from adaptor_service._types import Candidate, TaskSpec
 from benchmarks._policies import (
     BestPriorPolicy,
     HpSpace,
@@ -24,6 +23,7 @@ from benchmarks._policies import (
 )
 from benchmarks._quicktune import load_quicktune
 from benchmarks._replay import PolicySummary, ReplayResult, _compute_ratio, _options, parse_budget, run_replay
+from nasoa_contracts import Candidate, TaskSpec
 
 needs_data = pytest.mark.usefixtures("quicktune_data")
 

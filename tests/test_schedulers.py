@@ -8,15 +8,13 @@ import pickle
 import pytest
 
 from adaptor_service import (
-    Candidate,
     FixedDefaultGenerator,
     OneShotGenerator,
-    Prediction,
     RandomGenerator,
     ScoredCandidate,
-    TaskSpec,
     make_generator,
 )
+from nasoa_contracts import Candidate, Prediction, TaskSpec
 
 GENERATORS = [
     lambda seed: OneShotGenerator(seed=seed),

@@ -8,11 +8,20 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adaptor_service import Adaptor, CurvePoint, InvalidArgument, JobState, NotFound, Observation
+from adaptor_service import Adaptor
 from adaptor_service.server import make_server
-from clients._client import AdaptorClient, AuthenticationError, ServiceUnavailable
+from clients import AdaptorClient
 from nasoa_api.v1 import adaptor_pb2 as pb
 from nasoa_api.v1 import adaptor_pb2_grpc as pb_grpc
+from nasoa_contracts import (
+    AuthenticationError,
+    CurvePoint,
+    InvalidArgument,
+    JobState,
+    NotFound,
+    Observation,
+    ServiceUnavailable,
+)
 
 
 def _finish(client: AdaptorClient, job, accuracy: float = 88.0, seconds: float = 5.0) -> None:
@@ -61,8 +70,7 @@ def test_duplicate_observe_changes_nothing(served, digits_task):
 
 
 def _external(i: int, digits_task) -> pb.ObserveRequest:
-    from adaptor_service import Candidate
-    from adaptor_service import _convert as convert
+    from nasoa_contracts import Candidate, convert
 
     c = Candidate("small", {"lr": 0.01, "optimizer": "sgd"}, epochs=1)
     return convert.observation_to_pb(Observation(f"ext-{i}", digits_task, c, 50.0 + i % 40, 2.0))
@@ -184,7 +192,7 @@ def test_tls_when_certificates_are_given(tmp_path, tiny_space, digits_task):
     server.start()
     address = f"127.0.0.1:{port}"
     try:
-        from clients._client import make_channel
+        from nasoa_contracts import make_channel
 
         with AdaptorClient(address, channel=make_channel(address, root_certificates=cert.read_bytes())) as client:
             assert client.recommend(digits_task).candidate.model

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from adaptor_service import (
+from adaptor_service import open_store
+from nasoa_contracts import (
     Candidate,
     CurvePoint,
     Job,
@@ -18,7 +19,6 @@ from adaptor_service import (
     Plan,
     Prediction,
     TaskSpec,
-    open_store,
 )
 
 

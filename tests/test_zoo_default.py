@@ -112,7 +112,7 @@ def test_cli_help_is_fast() -> None:
 def test_cli_serve_and_graceful_sigterm(tmp_path: Path) -> None:
 
     with subprocess.Popen(
-        [sys.executable, "-m", "zoo_store.cli", "--zoo-dir", str(DEFAULT.root), "serve", "--port", "0", "--grace", "2"],
+        [sys.executable, "-m", "zoo_store.cli", "--zoo-dir", str(DEFAULT.root), "serve", "--address", "127.0.0.1:0", "--grace", "2"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

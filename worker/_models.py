@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from worker._config import WorkerSettings
+from nasoa_contracts import WorkerSettings, make_channel
 
 if TYPE_CHECKING:
     import torch
@@ -15,11 +15,12 @@ if TYPE_CHECKING:
 
 def load_pretrained(name: str, settings: WorkerSettings) -> torch.nn.Module:
     """Build zoo model ``name`` with its verified pretrained weights (source classifier)."""
-    from clients._client import make_channel
-    from zoo_store import CheckpointCache, create_model_from_entry, fetch_checkpoint
-    from zoo_store._client import get_remote_entry
+    from zoo_store import CheckpointCache, ZooClient, create_model_from_entry, fetch_checkpoint
 
-    with make_channel(settings.zoo_address) as channel:
-        entry = get_remote_entry(channel, name, timeout=settings.rpc_timeout)
-        path = fetch_checkpoint(channel, name, CheckpointCache(settings.cache_dir / "checkpoints"), entry=entry)
+    assert settings.cache_dir is not None  # filled in by WorkerSettings
+    with make_channel(settings.zoo_address, tls_ca=settings.tls_ca) as channel:
+        zoo = ZooClient(channel, timeout=settings.rpc_timeout)
+        entry = zoo.get_entry(name)
+        cache = CheckpointCache(settings.cache_dir / "checkpoints")
+        path = fetch_checkpoint(zoo.stub, name, cache, entry=entry, timeout=settings.rpc_timeout)
     return create_model_from_entry(entry, pretrained=True, checkpoint_path=path)

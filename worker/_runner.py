@@ -8,15 +8,12 @@ job id whatever happens. gRPC channels are made here, inside the (forked) worker
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass
 
-from adaptor_service import _convert as convert
-from adaptor_service._types import CurvePoint, Job, Observation
 from nasoa_api.v1 import adaptor_pb2 as pb
-from worker._config import WorkerSettings
+from nasoa_contracts import CurvePoint, Job, Observation, WorkerSettings, convert
 
 log = logging.getLogger("nasoa.worker")
 
@@ -51,7 +48,7 @@ class JobRunner:
         return self.settings.device
 
     def run(self, job: Job, worker: str) -> JobOutcome:
-        from clients._client import AdaptorClient
+        from clients import AdaptorClient
 
         client = AdaptorClient(self.settings.adaptor_address, token=self.settings.token, timeout=self.settings.rpc_timeout, retries=5)
         try:
@@ -103,8 +100,8 @@ class JobRunner:
             optimizer=str(hp.get("optimizer", "sgd")),
             weight_decay=float(hp.get("weight_decay", 1e-4)),
             deadline_seconds=max(remaining, 0.5),
-            data_root=os.environ.get("NASOA_DATA_ROOT") or None,
-            num_threads=int(os.environ.get("NASOA_TORCH_THREADS", "0")) or None,
+            data_root=str(self.settings.data_root) if self.settings.data_root else None,
+            num_threads=self.settings.torch_threads or None,
         )
         offset = time.monotonic() - start
 

@@ -1,4 +1,4 @@
-"""The Celery app of the NASOA workers, configured from the environment.
+"""The Celery app of the NASOA workers, configured from the worker settings.
 
 ``NASOA_BROKER_URL`` picks the broker: ``amqp://guest:guest@127.0.0.1:5672//`` for
 RabbitMQ (the cluster setup); unset means the embedded broker (kombu's filesystem
@@ -10,13 +10,15 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from worker._config import WorkerSettings, broker_transport_options, queue_for
+from nasoa_contracts import broker_transport_options, broker_url_or_embedded, queue_for
+from worker._config import worker_settings
 
-settings = WorkerSettings.from_env()
+settings = worker_settings()
+_broker = broker_url_or_embedded(settings.broker_url)
 
-app = Celery("nasoa", broker=settings.broker_url, include=["worker.tasks"])
+app = Celery("nasoa", broker=_broker, include=["worker.tasks"])
 app.conf.update(
-    broker_transport_options=broker_transport_options(settings.broker_url),
+    broker_transport_options=broker_transport_options(_broker, settings.home),
     broker_connection_retry_on_startup=True,
     # Results travel back through the adaptor's Observe stream, not a Celery backend.
     task_ignore_result=True,
@@ -26,8 +28,8 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     task_serializer="json",
     accept_content=["json"],
-    task_default_queue=queue_for("cpu"),
-    task_queues=[Queue(queue_for("cpu"), durable=True), Queue(queue_for("cuda"), durable=True)],
+    task_default_queue=queue_for("cpu", settings.queue_prefix),
+    task_queues=[Queue(queue_for(device, settings.queue_prefix), durable=True) for device in ("cpu", "cuda")],
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
 )

@@ -1,7 +1,7 @@
 """``nasoa-worker``: start a Celery worker that fine-tunes NASOA jobs.
 
-Settings come from the environment (see worker/_config.py): NASOA_BROKER_URL (default: the
-embedded broker), NASOA_ADAPTOR_ADDRESS, NASOA_ZOO_ADDRESS, NASOA_DEVICE, NASOA_CACHE_DIR.
+Settings: :class:`nasoa_contracts.WorkerSettings` (``NASOA_*`` variables, or the ``[worker]``
+table of the ``NASOA_CONFIG`` file); ``nasoa-worker --help`` lists them with their defaults.
 """
 
 from __future__ import annotations
@@ -11,40 +11,49 @@ import os
 import sys
 from collections.abc import Sequence
 
+from nasoa_contracts import SettingsError, WorkerSettings, load_settings, queue_for, settings_table
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nasoa-worker",
-        description="Start a Celery worker that pulls NASOA fine-tuning jobs.",
-        epilog="Extra arguments after -- go to `celery worker` unchanged.",
+        description="Start a Celery worker that pulls NASOA fine-tuning jobs. "
+        "Extra arguments after -- go to `celery worker` unchanged.",
+        epilog="settings (environment variables, or the [worker] table of the TOML file $NASOA_CONFIG):\n"
+        + settings_table(WorkerSettings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--device", default=os.environ.get("NASOA_DEVICE", "auto"),
-                        help="cpu, cuda or auto (default %(default)s); picks the queue too")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                        help="device to train on, and so the queue to pull from (overrides NASOA_DEVICE)")
     parser.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default 1)")
     parser.add_argument("--hostname", default=None, help="Celery node name")
-    parser.add_argument("--loglevel", default=os.environ.get("NASOA_LOG_LEVEL", "INFO"))
+    parser.add_argument("--loglevel", help="log level (overrides NASOA_LOG_LEVEL)")
     parser.add_argument("celery_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
-    device = args.device
+    try:
+        settings = load_settings(WorkerSettings, **({"device": args.device} if args.device else {}))
+    except SettingsError as exc:
+        parser.error(str(exc))
+    device = settings.device
     if device == "auto":
         # Decided without initialising CUDA in this (parent) process: children fork from it.
         device = "cuda" if os.path.exists("/dev/nvidia0") else "cpu"
+    # The forked children read their settings from the environment: pass the choices on.
     os.environ["NASOA_DEVICE"] = device
     # One thread per job by default: the zoo's step times are profiled that way, and on a
     # small shared machine more threads than free cores make steps erratically slow.
     os.environ.setdefault("NASOA_TORCH_THREADS", "1")
 
-    from worker._config import queue_for
     from worker.celery import app
 
     celery_argv = [
         "worker",
-        "--queues", queue_for(device),
+        "--queues", queue_for(device, settings.queue_prefix),
         "--concurrency", str(args.concurrency),
         "--pool", "prefork",
-        "--loglevel", args.loglevel,
+        "--loglevel", args.loglevel or settings.log_level,
         "--without-gossip",
         "--without-mingle",
     ]

@@ -7,7 +7,7 @@ import logging
 
 from celery.signals import worker_init
 
-from worker._config import TASK_NAME
+from nasoa_contracts import FINETUNE_TASK
 from worker.celery import app, settings
 
 log = logging.getLogger("nasoa.worker")
@@ -23,7 +23,7 @@ def _preload(**_kwargs: object) -> None:
         importlib.import_module(module)
 
 
-@app.task(bind=True, name=TASK_NAME)
+@app.task(bind=True, name=FINETUNE_TASK)
 def finetune(self, job: str) -> str:  # type: ignore[no-untyped-def]
     """Fine-tune one planned job (``job`` is the Job message as JSON) and report it."""
     from worker._runner import JobRunner

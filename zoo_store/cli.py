@@ -21,11 +21,18 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
 
 
-def _store(args: argparse.Namespace) -> Any:
-    from zoo_store._registry import DEFAULT_ZOO_DIR, ENV_ZOO_DIR, ZooStore
+def _settings(args: argparse.Namespace) -> Any:
+    from nasoa_contracts import ZooSettings, load_settings
 
-    root = args.zoo_dir or os.environ.get(ENV_ZOO_DIR) or str(DEFAULT_ZOO_DIR)
-    return ZooStore(root)
+    overrides = {"zoo_dir": args.zoo_dir, "zoo_address": getattr(args, "address", None),
+                 "grace_seconds": getattr(args, "grace", None)}
+    return load_settings(ZooSettings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from zoo_store._registry import DEFAULT_ZOO_DIR, ZooStore
+
+    return ZooStore(_settings(args).zoo_dir or DEFAULT_ZOO_DIR)
 
 
 def _fmt_entry_row(entry: Any) -> dict[str, Any]:
@@ -217,9 +224,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from zoo_store._service import make_zoo_server
 
-    token = os.environ.get(args.admin_token_env) or None
+    settings = _settings(args)
+    token = settings.zoo_admin_token or None
     store = _store(args)
-    address = f"{args.address}:{args.port}"
+    address = settings.zoo_address
     server, port, health = make_zoo_server(store, address=address, admin_token=token, return_health=True)
     stop = threading.Event()
 
@@ -231,12 +239,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.start()
     print(
         f"nasoa-zoo serving {len(store.list_models())} models from {store.root} on "
-        f"{args.address}:{port} (admin {'enabled' if token else 'disabled'})",
+        f"{address.rpartition(':')[0]}:{port} (admin {'enabled' if token else 'disabled'})",
         flush=True,
     )
     stop.wait()
     health.enter_graceful_shutdown()
-    server.stop(args.grace).wait()
+    server.stop(settings.grace_seconds).wait()
     print("nasoa-zoo stopped", flush=True)
     return 0
 
@@ -293,15 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("serve", help="serve the zoo over gRPC (ZooService + health)")
-    p.add_argument("--address", default=os.environ.get("NASOA_ZOO_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("NASOA_ZOO_PORT", "50052")))
-    p.add_argument(
-        "--admin-token-env",
-        default="NASOA_ZOO_ADMIN_TOKEN",
-        help="environment variable holding the admin token for RegisterModel",
+    from nasoa_contracts import ZooSettings, settings_table
+
+    p = sub.add_parser(
+        "serve",
+        help="serve the zoo over gRPC (ZooService + health)",
+        description="Serve the zoo over gRPC (ZooService + health).",
+        epilog="settings (environment variables, or the [zoo] table of the TOML file $NASOA_CONFIG):\n"
+        + settings_table(ZooSettings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--grace", type=float, default=5.0, help="seconds to finish calls on SIGTERM")
+    p.add_argument("--address", help="HOST:PORT to serve on (overrides NASOA_ZOO_ADDRESS)")
+    p.add_argument("--grace", type=float, help="seconds to finish calls on SIGTERM (overrides NASOA_GRACE_SECONDS)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("list", help="list zoo models")

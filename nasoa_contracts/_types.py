@@ -1,4 +1,4 @@
-"""Domain objects of the adaptor: what a task, a candidate, a plan and an observation are.
+"""Domain objects shared by every part of NASOA: what a task, a candidate, a plan and an observation are.
 
 These are plain frozen dataclasses. The gRPC layer converts them to and from protobuf
 messages; nothing past that boundary sees a loose dict or a proto message.
@@ -16,19 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from nasoa_contracts._errors import InvalidArgument
+
 HParamValue = float | int | str
-
-
-class InvalidArgument(ValueError):
-    """Input that a caller can fix: the message says what is wrong."""
-
-
-class NotFound(LookupError):
-    """A job, model or dataset that does not exist."""
-
-
-class FailedPrecondition(RuntimeError):
-    """The operation is valid but not in the current state (e.g. cancel a finished job)."""
 
 
 def _frozen(mapping: Mapping[str, HParamValue] | None) -> Mapping[str, HParamValue]:
@@ -47,7 +37,7 @@ def require_finite(name: str, value: float, *, positive: bool = False) -> float:
     >>> require_finite("budget", -1, positive=True)
     Traceback (most recent call last):
     ...
-    adaptor_service._types.InvalidArgument: budget must be a positive number, got -1
+    nasoa_contracts._errors.InvalidArgument: budget must be a positive number, got -1
     """
     try:
         number = float(value)

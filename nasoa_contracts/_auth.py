@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+__all__ = ["PUBLIC_METHODS", "TokenAuthInterceptor"]
+
 # Health checks must work for load balancers that hold no token.
 PUBLIC_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from google.protobuf import json_format
 
-from adaptor_service._types import (
+from nasoa_api.v1 import adaptor_pb2 as pb
+from nasoa_contracts._errors import InvalidArgument
+from nasoa_contracts._types import (
     Alternative,
     Candidate,
     CurvePoint,
-    InvalidArgument,
     Job,
     JobEvent,
     JobState,
@@ -21,7 +22,6 @@ from adaptor_service._types import (
     Prediction,
     TaskSpec,
 )
-from nasoa_api.v1 import adaptor_pb2 as pb
 
 MAX_LIST = 10_000
 

@@ -1,0 +1,228 @@
+"""Typed settings, one class per component, read from ``NASOA_*`` variables and a TOML file.
+
+Every field ``name`` of a settings class is read from the environment variable
+``NASOA_<NAME>``; a TOML file named by ``NASOA_CONFIG`` may set the same fields in a table per
+component (``[adaptor]``, ``[worker]``, ``[zoo]``, ``[client]``, ``[data]``). The environment
+wins over the file, and arguments given in code win over both. Addresses are always
+``HOST:PORT``.
+
+>>> AdaptorSettings(home="/tmp/nasoa").store_url
+'sqlite:////tmp/nasoa/adaptor.db'
+>>> ZooSettings(zoo_address="localhost")
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for ZooSettings
+zoo_address
+  Value error, address must be HOST:PORT, got 'localhost' ...
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import AfterValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+__all__ = [
+    "AdaptorSettings",
+    "ClientSettings",
+    "DataSettings",
+    "SettingsError",
+    "WorkerSettings",
+    "ZooSettings",
+    "load_settings",
+    "settings_table",
+]
+
+CONFIG_ENV = "NASOA_CONFIG"
+_S = TypeVar("_S", bound="_Settings")
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used: the message names the variable."""
+
+
+def _check_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"address must be HOST:PORT, got {value!r}")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+
+
+def _default_home() -> Path:
+    return Path.home() / ".nasoa"
+
+
+class _Settings(BaseSettings):
+    """What every component's settings share: the prefix, the TOML file, frozen values."""
+
+    model_config = SettingsConfigDict(env_prefix="NASOA_", extra="ignore", frozen=True, validate_default=True)
+    #: The table of the TOML file these settings are read from.
+    section: ClassVar[str] = ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get(CONFIG_ENV, "")
+        if config:
+            if not Path(config).is_file():
+                raise SettingsError(f"{CONFIG_ENV}={config!r} is not a file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config, toml_table_header=(cls.section,)))
+        return tuple(sources)
+
+
+class _Served(_Settings):
+    """Settings of a gRPC server: auth, TLS, reflection, logs, shutdown."""
+
+    home: Path = Field(default_factory=_default_home, description="state directory of the single-machine setup")
+    token: str = Field("", description="bearer token every call must carry (unset: no auth)", repr=False)
+    tls_cert: Path | None = Field(None, description="PEM certificate: serve TLS (with tls_key)")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    reflection: bool = Field(False, description="register gRPC server reflection (for grpcurl)")
+    log_level: str = Field("INFO", description="log level")
+    grace_seconds: float = Field(10.0, gt=0, description="SIGTERM grace period for in-flight calls")
+
+    def tls(self) -> tuple[bytes, bytes] | None:
+        """(certificate, key) PEM bytes, or None for plaintext."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("set both NASOA_TLS_CERT and NASOA_TLS_KEY, or neither")
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return self.tls_cert.read_bytes(), self.tls_key.read_bytes()
+
+
+class AdaptorSettings(_Served):
+    """``nasoa-adaptor``: the planning service."""
+
+    section: ClassVar[str] = "adaptor"
+
+    adaptor_address: Address = Field("127.0.0.1:50051", description="address to serve on")
+    zoo_address: Address = Field("127.0.0.1:50052", description="zoo service whose models are the candidates")
+    store_url: str = Field("", description="jobs and observations: sqlite:///PATH or postgresql://... (default: SQLite in home)")
+    snapshot: Path | None = Field(None, description="file of the learned state (default: home/adaptor.snapshot)")
+    snapshot_every: int = Field(20, ge=1, description="observations learned between snapshots")
+    learn: Literal["background", "inline"] = Field(
+        "background", description="background: Observe returns once results are recorded; inline: once learned"
+    )
+    candidates: Path | None = Field(None, description="regime grid TOML (default: the shipped candidates.toml)")
+    policy: Literal["nasoa", "random", "fixed"] = Field("nasoa", description="schedule generator")
+    fixed_model: str = Field("", description="model of the fixed policy (default: the zoo's median by CPU step time)")
+    seed: int = Field(0, ge=0, description="seed of the policy")
+    risk_aversion: float = Field(0.5, ge=0, description="nasoa ranks by accuracy - k x its std: k")
+    exploration: float = Field(0.0, ge=0, le=1, description="probability of an optimistic (accuracy + std) pick")
+    dispatch: Literal["celery", "none"] = Field("celery", description="hand jobs to Celery workers, or plan only")
+    broker_url: str = Field("", description="Celery broker, e.g. amqp://guest:guest@127.0.0.1:5672// (default: embedded)")
+    queue_prefix: str = Field("nasoa", min_length=1, description="prefix of the per-device-class queues")
+    warm_start: str = Field("", description="experience table (.jsonl/.csv) learned at start")
+
+    def model_post_init(self, _context: Any) -> None:
+        home = self.home.expanduser()
+        object.__setattr__(self, "home", home)
+        if not self.store_url:
+            object.__setattr__(self, "store_url", f"sqlite:///{home / 'adaptor.db'}")
+        if self.snapshot is None:
+            object.__setattr__(self, "snapshot", home / "adaptor.snapshot")
+
+
+class WorkerSettings(_Settings):
+    """``nasoa-worker``: the Celery workers that fine-tune."""
+
+    section: ClassVar[str] = "worker"
+
+    home: Path = Field(default_factory=_default_home, description="state directory of the single-machine setup")
+    broker_url: str = Field("", description="Celery broker, e.g. amqp://guest:guest@127.0.0.1:5672// (default: embedded)")
+    queue_prefix: str = Field("nasoa", min_length=1, description="prefix of the per-device-class queues")
+    adaptor_address: Address = Field("127.0.0.1:50051", description="adaptor service to report to")
+    zoo_address: Address = Field("127.0.0.1:50052", description="zoo service to fetch checkpoints from")
+    cache_dir: Path | None = Field(None, description="verified checkpoint cache (default: home/cache)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="device to train on; picks the queue too")
+    token: str = Field("", description="bearer token of the services", repr=False)
+    tls_ca: Path | None = Field(None, description="PEM root certificates: talk TLS to the services")
+    rpc_timeout: float = Field(30.0, gt=0, description="deadline of each call to the services, seconds")
+    torch_threads: int = Field(0, ge=0, description="torch threads per job (0: torch's default)")
+    data_root: Path | None = Field(None, description="dataset folders must lie inside it")
+    log_level: str = Field("INFO", description="log level")
+
+    def model_post_init(self, _context: Any) -> None:
+        home = self.home.expanduser()
+        object.__setattr__(self, "home", home)
+        if self.cache_dir is None:
+            object.__setattr__(self, "cache_dir", home / "cache")
+
+
+class ZooSettings(_Served):
+    """``nasoa-zoo serve``: the model zoo service."""
+
+    section: ClassVar[str] = "zoo"
+
+    zoo_address: Address = Field("127.0.0.1:50052", description="address to serve on")
+    zoo_dir: Path | None = Field(None, description="zoo store directory (default: the shipped default zoo)")
+    zoo_admin_token: str = Field("", description="token that RegisterModel needs (unset: registering is off)", repr=False)
+    grace_seconds: float = Field(5.0, gt=0, description="SIGTERM grace period for in-flight calls")
+
+
+class ClientSettings(_Settings):
+    """``nasoa-submit`` and the Python clients."""
+
+    section: ClassVar[str] = "client"
+
+    adaptor_address: Address = Field("127.0.0.1:50051", description="adaptor service")
+    zoo_address: Address = Field("127.0.0.1:50052", description="zoo service")
+    token: str = Field("", description="bearer token of the services", repr=False)
+    tls_ca: Path | None = Field(None, description="PEM root certificates: talk TLS to the services")
+
+
+class DataSettings(_Settings):
+    """Where datasets come from (every component that reads data)."""
+
+    section: ClassVar[str] = "data"
+
+    data_root: Path | None = Field(None, description="dataset folders must lie inside it; relative paths start there")
+    fashion_mnist_dir: Path = Field(
+        Path("/usr/share/datasets/fashion-mnist"), description="Fashion-MNIST IDX files (Debian dataset-fashion-mnist)"
+    )
+
+
+def load_settings(cls: type[_S], **overrides: Any) -> _S:
+    """``cls(**overrides)``, with one-line errors naming the variable (no pydantic traceback)."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            problems.append(f"NASOA_{field.upper()}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("; ".join(problems)) from None
+
+
+def settings_table(cls: type[_Settings], markdown: bool = False) -> str:
+    """Each setting of ``cls``: variable, default and meaning (for ``--help`` and the docs)."""
+    rows = []
+    for name, field in cls.model_fields.items():
+        if field.default_factory is not None:
+            default = "see meaning" if name != "home" else "~/.nasoa"
+        else:
+            default = "" if field.default in (None, "") else str(field.default)
+            if field.repr is False:
+                default = ""
+        rows.append((f"NASOA_{name.upper()}", default or "-", field.description or ""))
+    if markdown:
+        lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+        lines += [f"| `{var}` | `{default}` | {meaning} |" if default != "-" else f"| `{var}` | - | {meaning} |"
+                  for var, default, meaning in rows]
+        return "\n".join(lines)
+    width = max(len(var) for var, _, _ in rows)
+    return "\n".join(f"  {var:<{width}}  {meaning} [default: {default}]" for var, default, meaning in rows)
+

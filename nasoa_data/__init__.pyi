@@ -1,0 +1,10 @@
+from ._metafeatures import MetaFeatures as MetaFeatures
+from ._metafeatures import compute_meta_features as compute_meta_features
+from ._sources import BUILTIN_NAMES as BUILTIN_NAMES
+from ._sources import DatasetError as DatasetError
+from ._sources import DatasetRef as DatasetRef
+from ._sources import load_arrays as load_arrays
+from ._sources import load_folder_sample as load_folder_sample
+from ._sources import make_torch_datasets as make_torch_datasets
+from ._sources import normalisation as normalisation
+from ._sources import resolve as resolve

@@ -1,0 +1,6 @@
+from ._finetune import EpochProgress as EpochProgress
+from ._finetune import FinetuneCancelled as FinetuneCancelled
+from ._finetune import FinetuneResult as FinetuneResult
+from ._finetune import FinetuneSpec as FinetuneSpec
+from ._finetune import run_finetune as run_finetune
+from ._runner import JobRunner as JobRunner
