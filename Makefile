@@ -26,11 +26,13 @@ fashion-mnist:
 demo: $(STAMP) fashion-mnist
 	$(PY) -m clients.demo
 
-test: $(STAMP) fashion-mnist
+test: $(STAMP) fashion-mnist lint
 	$(PY) -m pytest
 
+# ruff, and the architecture's import contracts (pyproject.toml [tool.importlinter]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 protos: $(STAMP)
 	scripts/generate_protos.sh

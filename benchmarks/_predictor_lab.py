@@ -234,7 +234,7 @@ def _gb_accuracy(weight: float) -> Callable[[int], AccuracyPredictor]:
 #: Named configurations (the log in docs/REPLAY.md refers to these names). They spell out
 #: every model, so a name keeps meaning the same thing when the defaults change.
 CONFIGS: dict[str, LabConfig] = {
-    "default": LabConfig(_blr_accuracy(0.0), _blr_time, note="the defaults before session 2"),
+    "default": LabConfig(_blr_accuracy(0.0), _blr_time, note="Bayesian linear accuracy and time models"),
     "current": LabConfig(
         lambda s: AccuracyPredictor(seed=s),
         lambda s: TimePredictor(seed=s),

@@ -1,6 +1,6 @@
 """Load the Quick-Tune "extended" meta-dataset into the generic experience table.
 
-Source files (see ``shared/data/quicktune-extended/README.md``): ``perf.json`` (validation
+Source files (see ``benchmarks/data/quicktune-extended/README.md``, which says where they come from): ``perf.json`` (validation
 top-1 % per epoch), ``cost.json`` (seconds per epoch, made cumulative here),
 ``descriptors.json`` (task meta-features) and ``table.csv`` (hyperparameters, categorical
 ones one-hot as ``cat:NAME:VALUE``; un-one-hot here, ``model`` becomes the run's model).
@@ -21,12 +21,9 @@ from nasoa_contracts import CurvePoint, HParamValue
 
 __all__ = ["DEFAULT_QUICKTUNE_DIR", "META_FEATURE_NAMES", "load_quicktune"]
 
-#: Where the dataset lives in a checkout (``NASOA_QUICKTUNE_DIR`` overrides it).
+#: The copy carried in the repository (BSD-3, with its licence); ``NASOA_QUICKTUNE_DIR`` overrides it.
 DEFAULT_QUICKTUNE_DIR = Path(
-    os.environ.get(
-        "NASOA_QUICKTUNE_DIR",
-        str(Path(__file__).resolve().parents[2] / "shared" / "data" / "quicktune-extended"),
-    )
+    os.environ.get("NASOA_QUICKTUNE_DIR", str(Path(__file__).resolve().parent / "data" / "quicktune-extended"))
 )
 
 #: Order of the values in ``descriptors.json``.

@@ -83,7 +83,7 @@ def served(tiny_space):
 
 @pytest.fixture(scope="session")
 def quicktune_data():
-    """The real QuickTune-extended meta-data, part of the test environment (../shared/data)."""
+    """The real QuickTune-extended meta-data, carried in the repository (benchmarks/data)."""
     from benchmarks._quicktune import DEFAULT_QUICKTUNE_DIR
 
     assert DEFAULT_QUICKTUNE_DIR.is_dir(), (
