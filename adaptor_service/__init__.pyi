@@ -1,7 +1,5 @@
 from ._adaptor import Adaptor as Adaptor
 from ._adaptor import AdaptorStats as AdaptorStats
-from ._adaptor import Dispatcher as Dispatcher
-from ._adaptor import DispatchError as DispatchError
 from ._candidates import CandidateSpace as CandidateSpace
 from ._candidates import ModelInfo as ModelInfo
 from ._candidates import RegimeGrid as RegimeGrid
@@ -16,6 +14,8 @@ from ._experience import runs_to_observations as runs_to_observations
 from ._experience import sample_curve as sample_curve
 from ._experience import write_csv as write_csv
 from ._experience import write_jsonl as write_jsonl
+from ._jobs import Dispatcher as Dispatcher
+from ._jobs import DispatchError as DispatchError
 from ._predictors import AccuracyPredictor as AccuracyPredictor
 from ._predictors import TimePredictor as TimePredictor
 from ._predictors import make_features as make_features

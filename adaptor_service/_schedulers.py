@@ -13,6 +13,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from nasoa_contracts import Alternative, Candidate, Plan, Prediction, TaskSpec
 
 __all__ = [
@@ -45,6 +47,27 @@ class ScheduleGenerator(abc.ABC):
         self, task: TaskSpec, scored: Sequence[ScoredCandidate], time_margin: float, top_k: int = 5
     ) -> Plan:
         """Return the plan for ``task`` among ``scored`` (non-empty)."""
+
+    # Optional shortlist hooks. A candidate space has thousands of candidates per task; a
+    # generator that reads only a few of them may say which, and the planner then predicts the
+    # accuracy of those rows only and builds objects for the shortlist only. ``choose`` over the
+    # shortlist must give the very same plan as over all candidates (candidate keys unique).
+
+    def rows_to_score(self, task: TaskSpec, seconds: np.ndarray, time_margin: float, top_k: int) -> np.ndarray | None:
+        """Indices of the candidates whose accuracy ``choose`` may read, by predicted time; None: all."""
+        return None
+
+    def shortlist(
+        self,
+        task: TaskSpec,
+        accuracy: np.ndarray,
+        accuracy_std: np.ndarray,
+        seconds: np.ndarray,
+        time_margin: float,
+        top_k: int,
+    ) -> np.ndarray | None:
+        """Indices (into these arrays) of the candidates ``choose`` can put in its plan; None: all."""
+        return None
 
 
 def _fits(item: ScoredCandidate, task: TaskSpec, time_margin: float) -> bool:
@@ -136,6 +159,46 @@ class OneShotGenerator(ScheduleGenerator):
         # Nothing fits: run the fastest, so the job still finishes near its deadline.
         ranked = sorted(scored, key=lambda s: s.prediction.seconds)
         return _plan(self.name, ranked[0], ranked, task, time_margin, top_k, "slower")
+
+    def rows_to_score(self, task: TaskSpec, seconds: np.ndarray, time_margin: float, top_k: int) -> np.ndarray | None:
+        """When at least ``top_k + 1`` candidates fit, those that fit plus the fastest ``top_k + 1``.
+
+        The others' accuracy is never read (half the prediction work or more under a tight budget).
+        """
+        n = top_k + 1
+        fits = seconds * time_margin <= task.budget_seconds
+        if not np.isfinite(seconds).all() or fits.sum() < n:
+            return None
+        return np.union1d(np.flatnonzero(fits), np.argsort(seconds, kind="stable")[:n])
+
+    def shortlist(
+        self,
+        task: TaskSpec,
+        accuracy: np.ndarray,
+        accuracy_std: np.ndarray,
+        seconds: np.ndarray,
+        time_margin: float,
+        top_k: int,
+    ) -> np.ndarray | None:
+        """The best risk-adjusted candidate that fits plus the next ``top_k`` of its ranking.
+
+        Or the fastest ones when none fits. Either ranking weight of the exploration coin is
+        covered, so the coin's outcome does not matter.
+        """
+        if not (np.isfinite(accuracy).all() and np.isfinite(accuracy_std).all() and np.isfinite(seconds).all()):
+            return None  # NaN orders differently in Python's sort
+        n = top_k + 1
+        fits = seconds * time_margin <= task.budget_seconds
+        weights = [self.risk_aversion] + ([-1.0] if self.exploration > 0 else [])
+        picked = [np.argsort(seconds, kind="stable")[:n]]  # nothing fits: the fastest
+        for weight in weights:
+            score = accuracy - weight * accuracy_std
+            order = np.argsort(-score, kind="stable")  # stable, like sorted(..., reverse=True)
+            feasible = order[fits[order]]
+            picked.append(feasible[:n])
+            if len(feasible) < n:
+                picked.append(order[~fits[order]][: n - len(feasible)])
+        return np.unique(np.concatenate(picked))
 
 
 class RandomGenerator(ScheduleGenerator):

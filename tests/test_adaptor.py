@@ -176,7 +176,7 @@ def test_one_failing_result_does_not_stop_the_others_of_a_batch(tmp_path, tiny_s
     jobs = [adaptor.submit(digits_task, job_id=f"b{i}") for i in range(3)]
     with pytest.raises(OSError):
         adaptor.observe_many([(_result(adaptor, job, 70.0, 3.0), "look up") for job in jobs])
-    assert adaptor._state.n_learned == 3
+    assert adaptor.state.n_learned == 3
     assert [adaptor.get_job(job.job_id).state for job in jobs] == [JobState.DONE] * 3
 
 
@@ -194,14 +194,14 @@ def test_torn_snapshot_falls_back_to_the_log(tmp_path, tiny_space, digits_task):
 def test_predictors_survive_pickle(tiny_space, digits_task):
     adaptor = Adaptor.in_memory(candidate_space=tiny_space)
     _stream(adaptor, 0, 10)
-    state = pickle.loads(pickle.dumps(adaptor._state))
+    state = pickle.loads(pickle.dumps(adaptor.state))
     candidates = tiny_space.candidates(digits_task)
     from adaptor_service import make_features
 
     for c in candidates:
         x = make_features(digits_task, c)
-        assert state.accuracy.predict_dist(x) == adaptor._state.accuracy.predict_dist(x)
-        assert state.time.predict_dist(x) == adaptor._state.time.predict_dist(x)
+        assert state.accuracy.predict_dist(x) == adaptor.state.accuracy.predict_dist(x)
+        assert state.time.predict_dist(x) == adaptor.state.time.predict_dist(x)
 
 
 def test_warm_start_from_an_experience_file_is_idempotent(tmp_path, tiny_space, digits_task):

@@ -49,12 +49,12 @@ def _plain_plan(adaptor: Adaptor, generator, task: TaskSpec, top_k: int = 5):
     """The plan from every candidate's feature dict (no cache, no feature block, no shortlist)."""
     candidates = adaptor.candidate_space.candidates(task)
     xs = [make_features(task, c) for c in candidates]
-    acc, acc_std = adaptor._state.accuracy.predict_arrays(xs)
-    sec, sec_std = adaptor._state.time.predict_arrays(xs)
+    acc, acc_std = adaptor.state.accuracy.predict_arrays(xs)
+    sec, sec_std = adaptor.state.time.predict_arrays(xs)
     # Runs measured on the task are corrected by their curves, whatever the path.
-    measured = [(i, candidates[i], curve) for i, curve in adaptor._state.known_runs.matches(task, candidates)]
+    measured = [(i, candidates[i], curve) for i, curve in adaptor.state.known_runs.matches(task, candidates)]
     correct_seconds(measured, sec, sec_std)
-    correct_accuracy(measured, acc, acc_std, adaptor._accuracy_at(task))
+    correct_accuracy(measured, acc, acc_std, adaptor.planner._accuracy_at(task))
     predictions = [Prediction(*p) for p in zip(acc, acc_std, sec, sec_std, strict=True)]
     scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
     return generator.choose(task, scored, adaptor.time_margin, top_k)
@@ -72,7 +72,7 @@ def test_space_recommend_equals_the_plain_path_cold_and_after_refits(space, opti
             # Tasks come back with other budgets: the cached matrix must serve them all.
             task = _task(i % 4, budget=5.0 + 9 * i)
             assert adaptor.recommend(task, top_k=i % 4) == _plain_plan(adaptor, reference, task, i % 4 or 5)
-    assert adaptor._state.known_runs.of_task(_task(1)), "the tasks asked for have measured runs"
+    assert adaptor.state.known_runs.of_task(_task(1)), "the tasks asked for have measured runs"
 
 
 def test_other_generators_see_every_candidate(space):
@@ -88,7 +88,7 @@ def test_cached_predictions_follow_each_refit(space):
     adaptor.warm_start(_observations(space, 0, 15))
     task = _task(50)  # no measured run: its plan comes from the models alone
     before = adaptor.recommend(task)
-    model = adaptor._state.accuracy._model
+    model = adaptor.state.accuracy._model
     fits = model._n_fits
     stream = iter(_observations(space, 100, 200))
     while model._n_fits == fits:  # learn until the boosting model is refit
@@ -106,18 +106,18 @@ def test_feature_rows_match_the_feature_dicts(space):
     assert len(rows) == len(xs) and rows[0] == xs[0] and rows[7] == xs[7] and list(rows) == xs
     adaptor = Adaptor.in_memory(candidate_space=space)
     adaptor.warm_start(_observations(space, 0, 30))
-    for predictor in (adaptor._state.accuracy, adaptor._state.time):
+    for predictor in (adaptor.state.accuracy, adaptor.state.time):
         index = predictor._model._index
         width = predictor._model._columns_fitted
         assert np.array_equal(rows.matrix_for(index.columns, width), index.matrix(xs)[:, :width], equal_nan=True)
-    assert adaptor._state.time.predict_many(rows) == adaptor._state.time.predict_many(xs)
-    assert adaptor._state.accuracy.predict_many(rows, same_task=True) == adaptor._state.accuracy.predict_many(xs)
+    assert adaptor.state.time.predict_many(rows) == adaptor.state.time.predict_many(xs)
+    assert adaptor.state.accuracy.predict_many(rows, same_task=True) == adaptor.state.accuracy.predict_many(xs)
 
 
 def test_trees_cut_to_the_constant_columns_predict_the_same(space):
     adaptor = Adaptor.in_memory(candidate_space=space)
     adaptor.warm_start(_observations(space, 0, 30))
-    for predictor in (adaptor._state.accuracy, adaptor._state.time):
+    for predictor in (adaptor.state.accuracy, adaptor.state.time):
         regressor = predictor._model
         (member,) = regressor._members
         for i in (0, 5):
@@ -162,9 +162,9 @@ def test_learner_waits_for_a_pause_unless_flushed(space):
     adaptor = Adaptor.in_memory(candidate_space=space, learn_in_background=True, learn_pause_seconds=30)
     assert adaptor.observe(_observations(space, 0, 1)[0])
     time.sleep(0.2)
-    assert adaptor._state.n_learned == 0  # recorded, not learned: the stream may go on
+    assert adaptor.state.n_learned == 0  # recorded, not learned: the stream may go on
     assert adaptor.flush(timeout=60) is True  # a flush makes the learner go on at once
-    assert adaptor._state.n_learned == 1
+    assert adaptor.state.n_learned == 1
     adaptor.close()
 
 
@@ -175,13 +175,13 @@ def test_only_candidates_that_can_enter_the_plan_get_an_accuracy(space, monkeypa
     seconds = np.array([p.seconds for p in adaptor.predict(_task(5), list(table))])
     half = float(np.median(seconds)) * adaptor.time_margin  # about half the candidates fit
     predicted = []
-    predict = adaptor._state.accuracy.predict_arrays
+    predict = adaptor.state.accuracy.predict_arrays
 
     def counting(rows, **kwargs):
         predicted.append(len(rows))
         return predict(rows, **kwargs)
 
-    monkeypatch.setattr(adaptor._state.accuracy, "predict_arrays", counting)
+    monkeypatch.setattr(adaptor.state.accuracy, "predict_arrays", counting)
     for budget in (1e-3, half, 1e6):  # none fit, half fit, all fit
         plan = adaptor.recommend(_task(5, budget), top_k=3)
         assert plan == _plain_plan(adaptor, OneShotGenerator(), _task(5, budget), 3)

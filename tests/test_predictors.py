@@ -234,7 +234,7 @@ def test_adaptor_warm_start_ends_with_a_fit_on_everything() -> None:
         observations.append(Observation(f"w{i}", task, candidate, accuracy, seconds,
                                         (CurvePoint(candidate.epochs, accuracy, seconds),)))
     assert adaptor.warm_start(observations) == 100
-    for predictor in (adaptor._state.accuracy, adaptor._state.time):
+    for predictor in (adaptor.state.accuracy, adaptor.state.time):
         assert predictor._model._scored == 100  # the last refit saw all 100 (the schedule's: 96)
 
 

@@ -102,3 +102,21 @@ def test_fixed_uses_its_model_and_most_epochs_that_fit():
 def test_unknown_policy_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown policy 'bohb': choose nasoa, random or fixed"):
         make_generator("bohb")
+
+
+@pytest.mark.parametrize("make", GENERATORS, ids=IDS)
+def test_shortlist_hooks_give_the_plan_of_all_candidates(make):
+    """The planner predicts and builds only what the hooks name: the plan must not change."""
+    import numpy as np
+
+    scored = _scored()
+    acc = np.array([s.prediction.accuracy for s in scored])
+    std = np.array([s.prediction.accuracy_std for s in scored])
+    sec = np.array([s.prediction.seconds for s in scored])
+    for task in _tasks():
+        full, short = make(11), make(11)
+        need = short.rows_to_score(task, sec, 1.2, 3)
+        need = np.arange(len(scored)) if need is None else need
+        picked = short.shortlist(task, acc[need], std[need], sec[need], 1.2, 3)
+        index = need if picked is None else need[picked]
+        assert full.choose(task, scored, 1.2, 3) == short.choose(task, [scored[i] for i in index], 1.2, 3)

@@ -1,0 +1,172 @@
+"""The job lifecycle: QUEUED -> RUNNING -> DONE, FAILED or CANCELLED, with its events.
+
+A job is stored before it is dispatched, and every change of state appends an event that
+``watch_job`` streams. Delivery to workers is at least once, so each step accepts repeats:
+a second ``started`` says the job was redelivered, progress of a finished job is ignored.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Protocol
+
+from adaptor_service._stores import JobStore
+from nasoa_contracts import (
+    CurvePoint,
+    FailedPrecondition,
+    InvalidArgument,
+    Job,
+    JobEvent,
+    JobState,
+    NotFound,
+    Observation,
+    Plan,
+    ServiceUnavailable,
+    TaskSpec,
+)
+
+__all__ = ["DispatchError", "Dispatcher", "JobLifecycle", "check_job_id"]
+
+
+class DispatchError(ServiceUnavailable):
+    """The job could not be handed to the workers (broker unreachable...)."""
+
+
+class Dispatcher(Protocol):
+    """Hands a planned job to the workers."""
+
+    def dispatch(self, job: Job) -> None: ...
+
+
+class JobLifecycle:
+    """Jobs and their events in a :class:`JobStore`; dispatch through a :class:`Dispatcher`."""
+
+    def __init__(self, store: JobStore, dispatcher: Dispatcher | None = None) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self._lock = threading.RLock()  # read-modify-write of one job at a time
+        self._changed = threading.Condition()  # wakes watchers when an event lands
+
+    def submit(self, task: TaskSpec, job_id: str, plan_for: Callable[[TaskSpec], Plan]) -> Job:
+        """Plan ``task``, store it as a job and dispatch it. Idempotent by ``job_id``."""
+        if job_id:
+            check_job_id(job_id)
+            try:
+                return self.store.get_job(job_id)
+            except NotFound:
+                pass
+        plan = plan_for(task)
+        now = time.time()
+        job = Job(job_id=job_id or uuid.uuid4().hex, task=task, plan=plan, created_at=now, updated_at=now)
+        job, created = self.store.create_job(job)
+        if not created:
+            return job
+        self.event(job, "state", "planned: " + plan.candidate.describe())
+        if self.dispatcher is not None:
+            try:
+                self.dispatcher.dispatch(job)
+            except Exception as exc:  # the broker's errors vary by transport
+                job = self.set_state(job.job_id, JobState.FAILED, f"could not queue the job: {exc}")
+                raise DispatchError(f"could not queue job {job.job_id}: {exc}") from exc
+        return job
+
+    def get_job(self, job_id: str) -> Job:
+        check_job_id(job_id)
+        return self.store.get_job(job_id)
+
+    def list_jobs(self, limit: int = 100, state: JobState | None = None) -> list[Job]:
+        if not 0 <= limit <= 10_000:
+            raise InvalidArgument(f"limit must be between 0 and 10000, got {limit}")
+        return self.store.list_jobs(limit or 100, state)
+
+    def cancel_job(self, job_id: str) -> Job:
+        job = self.get_job(job_id)
+        if job.state.finished:
+            raise FailedPrecondition(f"job {job_id} is already {job.state.value}")
+        return self.set_state(job_id, JobState.CANCELLED, "cancelled by the user")
+
+    def set_state(self, job_id: str, state: JobState, message: str = "") -> Job:
+        with self._lock:
+            job = self.store.get_job(job_id)
+            job = replace(job, state=state, message=message or job.message, updated_at=time.time())
+            self.store.update_job(job)
+            self.event(job, "state", message)
+            return job
+
+    def event(self, job: Job, kind: str, message: str = "", point: CurvePoint | None = None) -> None:
+        self.store.append_event(
+            JobEvent(
+                job_id=job.job_id,
+                seq=0,
+                kind=kind,
+                state=job.state,
+                message=message,
+                epoch=point.epoch if point else 0,
+                accuracy=point.accuracy if point else 0.0,
+                seconds=point.seconds if point else 0.0,
+                timestamp=time.time(),
+            )
+        )
+        with self._changed:
+            self._changed.notify_all()
+
+    def watch_job(
+        self, job_id: str, after_seq: int = 0, poll_seconds: float = 0.25, alive: Callable[[], bool] | None = None
+    ) -> Iterator[JobEvent]:
+        """Yield the job's events after ``after_seq`` until it finishes (or ``alive()`` is False)."""
+        self.get_job(job_id)
+        seq = after_seq
+        while True:
+            events = self.store.events_after(job_id, seq)
+            for event in events:
+                seq = event.seq
+                yield event
+            # One more read when finished: the finishing event may have landed after the last one.
+            if not events and self.store.get_job(job_id).state.finished and not self.store.events_after(job_id, seq):
+                return
+            if alive is not None and not alive():
+                return
+            with self._changed:
+                self._changed.wait(poll_seconds)
+
+    def job_started(self, job_id: str, worker: str = "") -> Job:
+        job = self.get_job(job_id)
+        if job.state == JobState.RUNNING:
+            # At-least-once delivery: the broker handed the job to another worker.
+            return self.set_state(job_id, JobState.RUNNING, f"running again on {worker or 'a worker'} (redelivered)")
+        if job.state != JobState.QUEUED:
+            return job
+        return self.set_state(job_id, JobState.RUNNING, f"running on {worker or 'a worker'}")
+
+    def job_progress(self, job_id: str, point: CurvePoint) -> None:
+        job = self.get_job(job_id)
+        if job.state.finished:
+            return
+        self.event(job, "progress", f"epoch {point.epoch}", point)
+
+    def finish(self, obs: Observation, job: Job | None | str = "look up") -> None:
+        """End the job ``obs`` is the result of (DONE, or FAILED for a failed run)."""
+        with self._lock:
+            if isinstance(job, str):  # "look up"
+                try:
+                    job = self.store.get_job(obs.job_id)
+                except NotFound:
+                    job = None
+            if job is None:
+                return  # an external run (another scheduler, a log): nothing to finish
+            if job.state == JobState.CANCELLED:
+                return
+            state = JobState.FAILED if obs.status == "failed" else JobState.DONE
+            job = replace(job, state=state, result=obs, updated_at=time.time(), message=obs.message or job.message)
+            self.store.update_job(job)
+        point = CurvePoint(obs.curve[-1].epoch if obs.curve else 0, obs.accuracy, obs.seconds)
+        self.event(job, "result", obs.message or f"{state.value.lower()}: {obs.accuracy:.1f}%", point)
+
+
+def check_job_id(job_id: str) -> None:
+    if not job_id or len(job_id) > 128 or not job_id.replace("-", "").replace("_", "").isalnum():
+        raise InvalidArgument(f"job id must be 1-128 letters, digits, '-' or '_', got {job_id[:40]!r}")

@@ -1,0 +1,201 @@
+"""The planner: predictions for every candidate of a task, then the generator's plan.
+
+It reads the learned state (under the learner's lock) and never changes it. Feature matrices
+are cached per task (everything but the budget), the candidates' own features per candidate
+space, so a request costs array operations.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from adaptor_service._candidates import CandidateSpace, CandidateTable
+from adaptor_service._known_runs import Measured, RunKey, correct_accuracy, correct_seconds, rows_by_run
+from adaptor_service._learner import Learner, at_epochs
+from adaptor_service._predictors import CandidateBlock, FeatureRows, make_features
+from adaptor_service._schedulers import ScheduleGenerator, ScoredCandidate
+from nasoa_contracts import Candidate, InvalidArgument, NotFound, Plan, Prediction, TaskSpec
+
+__all__ = ["Planner"]
+
+T = TypeVar("T")
+
+
+class Planner:
+    """Plans tasks from the learner's state with a candidate space and a schedule generator.
+
+    ``default_margin`` is the factor on predicted time until five results have measured the
+    time model's error on this stream.
+    """
+
+    def __init__(
+        self,
+        learner: Learner,
+        candidate_space: CandidateSpace | None,
+        generator: ScheduleGenerator,
+        default_margin: float = 1.2,
+        feature_cache_size: int = 32,
+    ) -> None:
+        self.learner = learner
+        self.candidate_space = candidate_space
+        self.generator = generator
+        self.default_margin = default_margin
+        self._features: _LRU[tuple[CandidateTable, FeatureRows]] = _LRU(feature_cache_size)
+        self._blocks: _LRU[CandidateBlock] = _LRU(8)  # per (space, models): what every task shares
+        self._run_rows: _LRU[dict[RunKey, list[int]]] = _LRU(8)  # per (space, models): rows of each run
+
+    @property
+    def time_margin(self) -> float:
+        """Safety factor on predicted time: the 90th percentile of past actual/predicted."""
+        state = self.learner.state
+        if state.n_learned < 5:
+            return self.default_margin
+        return min(3.0, max(1.0, math.exp(state.time_log_error_q90.get())))
+
+    def predict(self, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
+        """Predictions for ``candidates`` (one batch call per predictor), measured runs corrected."""
+        with self.learner.lock:
+            state = self.learner.state
+            rows = CandidateBlock(candidates).rows(task, [c.prior_seconds for c in candidates], candidates)
+            acc, acc_std = state.accuracy.predict_arrays(rows, same_task=True)
+            sec, sec_std = state.time.predict_arrays(rows)
+            measured = self._measured(task, candidates)
+            if measured:
+                correct_seconds(measured, sec, sec_std)
+                correct_accuracy(measured, acc, acc_std, self._accuracy_at(task))
+        columns = (acc.tolist(), acc_std.tolist(), sec.tolist(), sec_std.tolist())
+        return [Prediction(*p) for p in zip(*columns, strict=True)]
+
+    def recommend(
+        self,
+        task: TaskSpec,
+        candidates: Sequence[Candidate] | None = None,
+        models: Sequence[str] = (),
+        top_k: int = 5,
+    ) -> Plan:
+        if top_k < 0 or top_k > 1000:
+            raise InvalidArgument(f"top_k must be between 0 and 1000, got {top_k}")
+        if candidates is None or len(candidates) == 0:
+            if self.candidate_space is None:
+                raise InvalidArgument("no candidates given and the adaptor has no candidate space")
+            return self._recommend_from_space(task, tuple(models), top_k or 5)
+        if models:
+            known = {c.model for c in candidates}
+            unknown = [m for m in models if m not in known]
+            if unknown:
+                raise NotFound(f"unknown model {', '.join(map(repr, unknown))} among the given candidates")
+            candidates = [c for c in candidates if c.model in models]
+        if not candidates:
+            raise InvalidArgument("there is no candidate to choose from")
+        with self.learner.lock:
+            predictions = self.predict(task, candidates)
+            scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
+            return self.generator.choose(task, scored, self.time_margin, top_k or 5)
+
+    def _measured(
+        self, task: TaskSpec, candidates: Sequence[Candidate], rows_of: dict[RunKey, list[int]] | None = None
+    ) -> Measured:
+        """(position, candidate, curve) of the candidates whose run was measured on ``task``."""
+        runs = self.learner.state.known_runs
+        return [(i, candidates[i], curve) for i, curve in runs.matches(task, candidates, rows_of)]
+
+    def _accuracy_at(self, task: TaskSpec) -> Callable[[Candidate, int], float]:
+        """The model's accuracy of a candidate at another number of epochs."""
+        accuracy = self.learner.state.accuracy
+        return lambda candidate, epochs: accuracy.predict_one(make_features(task, at_epochs(candidate, epochs)))
+
+    def _task_rows(self, task: TaskSpec, models: tuple[str, ...]) -> tuple[CandidateTable, FeatureRows]:
+        """The task's candidates and their feature rows, cached: features do not depend on the budget."""
+        space = self.candidate_space
+        assert space is not None
+        key = (space, models, task.dataset_uri, task.task_id, task.device_class, tuple(task.meta_features.items()))
+        entry = self._features.get(key)
+        if entry is None:
+            candidates = space.table(task, models)
+            if not len(candidates):
+                raise InvalidArgument("there is no candidate to choose from")
+            # The candidates' own features are built once per space; a task adds its columns.
+            block = self._blocks.get((space, models))
+            if block is None:
+                block = self._blocks.put((space, models), CandidateBlock(candidates.templates))
+            entry = self._features.put(key, (candidates, block.rows(task, candidates.priors, candidates)))
+        return entry
+
+    def _recommend_from_space(self, task: TaskSpec, models: tuple[str, ...], top_k: int) -> Plan:
+        space = self.candidate_space
+        assert space is not None
+        candidates, rows = self._task_rows(task, models)
+        generator = self.generator
+        with self.learner.lock:
+            state = self.learner.state
+            sec, sec_std = state.time.predict_arrays(rows)
+            measured: Measured = []
+            if state.known_runs.of_task(task):
+                rows_of = self._run_rows.get((space, models))
+                if rows_of is None:  # the same for every task of the space
+                    rows_of = self._run_rows.put((space, models), rows_by_run(candidates.templates))
+                measured = self._measured(task, candidates, rows_of)
+                correct_seconds(measured, sec, sec_std)
+            margin = self.time_margin
+            # The shortlist hooks need candidates that differ in their keys (a grid may repeat a value).
+            hooks = space.unique_keys
+            need = generator.rows_to_score(task, sec, margin, top_k) if hooks else None
+            need, acc, acc_std = self._accuracy_of(task, candidates, rows, need)
+            if measured:  # positions in the rows predicted
+                position = {int(row): i for i, row in enumerate(need)}
+                measured = [(position[i], c, curve) for i, c, curve in measured if i in position]
+                correct_accuracy(measured, acc, acc_std, self._accuracy_at(task))
+            picked = generator.shortlist(task, acc, acc_std, sec[need], margin, top_k) if hooks else None
+            if picked is None:
+                picked = np.arange(len(need))
+            index = need[picked]
+            columns = (acc[picked].tolist(), acc_std[picked].tolist(), sec[index].tolist(), sec_std[index].tolist())
+            scored = [
+                ScoredCandidate(candidates[i], Prediction(*p))
+                for i, p in zip(index.tolist(), zip(*columns, strict=True), strict=True)
+            ]
+            return generator.choose(task, scored, margin, top_k)
+
+    def _accuracy_of(
+        self, task: TaskSpec, candidates: CandidateTable, rows: FeatureRows, need: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows predicted, accuracy, its std): the rows ``need`` (None: all) unless a prediction is NaN."""
+        accuracy = self.learner.state.accuracy
+        if need is not None and len(need) < len(rows):
+            part = rows.take(need, make_features(task, candidates[int(need[0])]))
+            acc, acc_std = accuracy.predict_arrays(part, same_task=True)
+            if np.isfinite(acc).all() and np.isfinite(acc_std).all():
+                return need, acc, acc_std
+            # NaN: the generator sees every candidate, as it orders NaN its own way
+        acc, acc_std = accuracy.predict_arrays(rows, same_task=True)
+        return np.arange(len(rows)), acc, acc_std
+
+
+class _LRU(Generic[T]):
+    """A small thread-safe LRU cache (tasks' feature rows, candidate blocks)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: collections.OrderedDict[object, T] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> T | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: object, value: T) -> T:
+        with self._lock:
+            if self.size > 0:
+                self._items[key] = value
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+            return value
