@@ -15,7 +15,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nasoa_contracts import Candidate, InvalidArgument, NotFound, TaskSpec, require_finite
+from nasoa_contracts import (
+    DEFAULT_REGIME,
+    Candidate,
+    InvalidArgument,
+    NotFound,
+    TaskSpec,
+    TrainingRegime,
+    require_finite,
+)
 
 DEFAULT_SPACE_FILE = Path(__file__).with_name("candidates.toml")
 
@@ -59,7 +67,7 @@ class RegimeGrid:
     batch_sizes: tuple[int, ...] = (32, 64, 128)
     frozen_stages: tuple[int, ...] = (0, 1, 2)
     optimizers: tuple[str, ...] = ("sgd", "adamw")
-    weight_decay: float = 1e-4
+    weight_decay: float = DEFAULT_REGIME.weight_decay
 
     @classmethod
     def from_toml(cls, path: str | Path) -> RegimeGrid:
@@ -152,7 +160,7 @@ class CandidateSpace:
         model = self.models.get(candidate.model)
         if model is None:
             return candidate
-        batch = int(candidate.hparams.get("batch_size", 64))
+        batch = TrainingRegime.from_hparams(candidate.hparams).batch_size
         prior = self.prior_seconds(task, model, batch, candidate.epochs)
         return Candidate(candidate.model, dict(candidate.hparams), candidate.epochs, model.features(), prior)
 

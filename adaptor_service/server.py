@@ -24,6 +24,7 @@ from adaptor_service._servicer import AdaptorServicer
 from adaptor_service._stores import open_store
 from nasoa_api.v1 import adaptor_pb2, adaptor_pb2_grpc
 from nasoa_contracts import (
+    DEFAULT_REGIME,
     MAX_MESSAGE_BYTES,
     AdaptorSettings,
     SettingsError,
@@ -103,8 +104,6 @@ def models_from_zoo(address: str, timeout: float = 60.0, token: str = "") -> lis
     ]
 
 
-# The practice NASOA is measured against: one mid-sized model, textbook settings.
-FIXED_DEFAULT_REGIME = {"lr": 0.01, "batch_size": 64, "frozen_stages": 0, "optimizer": "sgd"}
 
 
 def _median_model(models: list[ModelInfo], device_class: str = "cpu") -> str:
@@ -130,7 +129,10 @@ def adaptor_from_settings(settings: AdaptorSettings) -> Adaptor:
     if settings.policy == "nasoa":
         options = {"risk_aversion": settings.risk_aversion, "exploration": settings.exploration}
     elif settings.policy == "fixed":
-        options = {"model": settings.fixed_model or _median_model(models), "hparams": dict(FIXED_DEFAULT_REGIME)}
+        # The practice NASOA is measured against: one mid-sized model, textbook settings.
+        regime = DEFAULT_REGIME.as_hparams()
+        regime.pop("weight_decay")  # any weight decay of the grid
+        options = {"model": settings.fixed_model or _median_model(models), "hparams": regime}
     return Adaptor(
         store,
         candidate_space=CandidateSpace(models, grid),

@@ -26,6 +26,9 @@ from ._settings import WorkerSettings as WorkerSettings
 from ._settings import ZooSettings as ZooSettings
 from ._settings import load_settings as load_settings
 from ._settings import settings_table as settings_table
+from ._training import DEFAULT_REGIME as DEFAULT_REGIME
+from ._training import OPTIMIZERS as OPTIMIZERS
+from ._training import TrainingRegime as TrainingRegime
 from ._types import MAX_MAGNITUDE as MAX_MAGNITUDE
 from ._types import Alternative as Alternative
 from ._types import Candidate as Candidate
