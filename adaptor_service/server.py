@@ -29,7 +29,7 @@ from nasoa_contracts import (
     AdaptorSettings,
     SettingsError,
     TokenAuthInterceptor,
-    bearer_metadata,
+    list_zoo_models,
     load_settings,
     make_channel,
     settings_table,
@@ -81,15 +81,12 @@ def make_server(
 
 def models_from_zoo(address: str, timeout: float = 60.0, token: str = "") -> list[ModelInfo]:
     """The zoo's entries as the adaptor sees them, read through ZooService.ListModels."""
-    from nasoa_api.v1 import zoo_pb2, zoo_pb2_grpc
-
     with make_channel(address) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
             raise SystemExit(f"nasoa-adaptor: no zoo service at {address} (set NASOA_ZOO_ADDRESS)") from None
-        stub = zoo_pb2_grpc.ZooServiceStub(channel)
-        reply = stub.ListModels(zoo_pb2.ListModelsRequest(), timeout=30, metadata=bearer_metadata(token))
+        entries = list_zoo_models(channel, token=token)
     return [
         ModelInfo(
             name=e.name,
@@ -100,7 +97,7 @@ def models_from_zoo(address: str, timeout: float = 60.0, token: str = "") -> lis
             source_accuracy=e.source_accuracy,
             num_stages=e.num_stages or 1,
         )
-        for e in reply.models
+        for e in entries
     ]
 
 

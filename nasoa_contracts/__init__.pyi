@@ -42,3 +42,4 @@ from ._types import Plan as Plan
 from ._types import Prediction as Prediction
 from ._types import TaskSpec as TaskSpec
 from ._types import require_finite as require_finite
+from ._zoo_listing import list_zoo_models as list_zoo_models

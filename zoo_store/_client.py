@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from nasoa_api.v1 import zoo_pb2, zoo_pb2_grpc
+from nasoa_contracts import list_zoo_models
 from zoo_store._checkpoints import ChecksumMismatch, fsync_dir, verify_file
 from zoo_store._registry import ModelNotFound, ZooEntry, create_model_from_entry
 
@@ -248,11 +249,7 @@ class ZooClient:
         self.close()
 
     def list_models(self, pattern: str = "*") -> list[ZooEntry]:
-        try:
-            response = self.stub.ListModels(zoo_pb2.ListModelsRequest(pattern=pattern), timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise _map_error(exc, pattern) from None
-        return [ZooEntry.from_proto(m) for m in response.models]
+        return [ZooEntry.from_proto(m) for m in list_zoo_models(self.stub, pattern, timeout=self.timeout)]
 
     def get_entry(self, name: str) -> ZooEntry:
         return get_remote_entry(self.stub, name, self.timeout)
