@@ -19,7 +19,7 @@ def main() -> int:
 
     from worker._finetune import FinetuneSpec, run_finetune
     from zoo_store import ZooStore
-    from zoo_store._registry import DEFAULT_ZOO_DIR
+    from zoo_store._store import DEFAULT_ZOO_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo-dir", default=str(DEFAULT_ZOO_DIR))

@@ -17,7 +17,8 @@ pytest.importorskip("torch")
 
 from benchmarks._zoo_bench import ZooCandidate, match_baselines, run_zoo_benchmark  # noqa: E402
 from zoo_store._etnas import ETNAS, ETNASEncoding  # noqa: E402
-from zoo_store._nas import (  # noqa: E402
+from zoo_store.offline._proxy import ProxyRecipe  # noqa: E402
+from zoo_store.offline._search import (  # noqa: E402
     SearchConfigError,
     SearchSpace,
     decode,
@@ -25,7 +26,6 @@ from zoo_store._nas import (  # noqa: E402
     run_search,
     sample_encodings,
 )
-from zoo_store._proxy import ProxyRecipe  # noqa: E402
 
 TINY_SOURCE = "builtin:patterns?train=64&test=32&seed=3"
 TINY_SPACE = SearchSpace(base_widths=(8, 16), max_mmacs=2.0, stages=(2, 3))
@@ -94,7 +94,7 @@ def test_sampler_yields_only_valid_encodings() -> None:
 
 def test_invalid_points_are_pruned_not_crashed() -> None:
     from zoo_store._etnas import InvalidEncodingError
-    from zoo_store._nas import _propose
+    from zoo_store.offline._search import _propose
 
     params = {
         "n_layers": 2,
@@ -163,7 +163,7 @@ def test_killed_trial_is_evaluated_again_on_resume(tmp_path: Path) -> None:
     storage = optuna.storages.RDBStorage(f"sqlite:///{run / 'study.db'}")
     study = optuna.load_study(study_name="nasoa-offline-nas", storage=storage)
     # Simulate a kill mid-trial: a trial left RUNNING with its parameters suggested.
-    from zoo_store._nas import suggest_encoding
+    from zoo_store.offline._search import suggest_encoding
 
     study.enqueue_trial({**VALID_GENES, "op_0": 1, "width_0": 3})
     interrupted = suggest_encoding(study.ask(), TINY_SPACE)

@@ -19,7 +19,7 @@ def _preload(**_kwargs: object) -> None:
 
     Only imports: CUDA and gRPC channels are created in the children, after the fork.
     """
-    for module in ("torch", "torchvision", "nasoa_data", "zoo_store._registry", "worker._finetune", "worker._runner"):
+    for module in ("torch", "torchvision", "nasoa_data", "zoo_store._store", "worker._finetune", "worker._runner"):
         importlib.import_module(module)
 
 

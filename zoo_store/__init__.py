@@ -73,19 +73,19 @@ _WHERE: dict[str, str] = {
     "save_safetensors": "_checkpoints",
     "sha256_file": "_checkpoints",
     "verify_file": "_checkpoints",
-    "DEFAULT_ZOO_DIR": "_registry",
-    "ModelNotFound": "_registry",
-    "ZooEntry": "_registry",
-    "ZooStore": "_registry",
-    "build_model": "_registry",
-    "create_model": "_registry",
-    "create_model_from_entry": "_registry",
-    "default_store": "_registry",
-    "get_entry": "_registry",
-    "list_models": "_registry",
-    "register_family": "_registry",
-    "reset_classifier": "_registry",
-    "stage_modules": "_registry",
+    "DEFAULT_ZOO_DIR": "_store",
+    "ModelNotFound": "_store",
+    "ZooEntry": "_store",
+    "ZooStore": "_store",
+    "build_model": "_store",
+    "create_model": "_store",
+    "create_model_from_entry": "_store",
+    "default_store": "_store",
+    "get_entry": "_store",
+    "list_models": "_store",
+    "register_family": "_store",
+    "reset_classifier": "_store",
+    "stage_modules": "_store",
     "AdminTokenInterceptor": "_service",
     "ZooServicer": "_service",
     "make_zoo_server": "_service",
@@ -97,9 +97,9 @@ _WHERE: dict[str, str] = {
     "device_class": "_profile",
     "measure_step_time": "_profile",
     "profile_entries": "_profile",
-    "PretrainRecipe": "_pretrain",
-    "PretrainSpec": "_pretrain",
-    "pretrain_and_register": "_pretrain",
+    "PretrainRecipe": "offline._pretrain",
+    "PretrainSpec": "offline._pretrain",
+    "pretrain_and_register": "offline._pretrain",
 }
 
 if TYPE_CHECKING:
@@ -122,9 +122,9 @@ if TYPE_CHECKING:
         count_params_and_macs,
     )
     from zoo_store._importers import import_etnas_pth, import_torchvision
-    from zoo_store._pretrain import PretrainRecipe, PretrainSpec, pretrain_and_register
     from zoo_store._profile import device_class, measure_step_time, profile_entries
-    from zoo_store._registry import (
+    from zoo_store._service import AdminTokenInterceptor, ZooServicer, make_zoo_server
+    from zoo_store._store import (
         DEFAULT_ZOO_DIR,
         ModelNotFound,
         ZooEntry,
@@ -139,7 +139,7 @@ if TYPE_CHECKING:
         reset_classifier,
         stage_modules,
     )
-    from zoo_store._service import AdminTokenInterceptor, ZooServicer, make_zoo_server
+    from zoo_store.offline._pretrain import PretrainRecipe, PretrainSpec, pretrain_and_register
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ import grpc
 
 from nasoa_api.v1 import zoo_pb2, zoo_pb2_grpc
 from zoo_store._checkpoints import ChecksumMismatch, fsync_dir, verify_file
-from zoo_store._registry import ModelNotFound, ZooEntry, create_model_from_entry
+from zoo_store._store import ModelNotFound, ZooEntry, create_model_from_entry
 
 if TYPE_CHECKING:
     from torch import nn

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from zoo_store._checkpoints import load_torch_weights, sha256_file
-from zoo_store._registry import ZooEntry, ZooStore, build_model, load_into_architecture
+from zoo_store._store import ZooEntry, ZooStore, build_model, load_into_architecture
 
 __all__ = ["RELEASED_TOP1", "encoding_from_path", "import_etnas_pth", "import_torchvision"]
 

@@ -30,7 +30,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from zoo_store._registry import DEFAULT_ZOO_DIR, ZooStore
+    from zoo_store._store import DEFAULT_ZOO_DIR, ZooStore
 
     return ZooStore(_settings(args).zoo_dir or DEFAULT_ZOO_DIR)
 
@@ -106,7 +106,7 @@ def cmd_encodings(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from zoo_store._pretrain import (
+    from zoo_store.offline._pretrain import (
         DEFAULT_ZOO_SPECS,
         PretrainRecipe,
         PretrainSpec,
@@ -251,9 +251,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     try:
-        from zoo_store._nas import run_search
+        from zoo_store.offline._search import run_search
     except ImportError as exc:
-        raise CliError(f"the NAS module is not available (zoo_store._nas: {exc})") from None
+        raise CliError(f"the NAS module is not available (zoo_store.offline._search: {exc})") from None
     import torch
 
     torch.set_num_threads(args.threads)
@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _fill_pretrain_defaults(args: argparse.Namespace) -> None:
     if args.command != "pretrain":
         return
-    from zoo_store._pretrain import PretrainRecipe
+    from zoo_store.offline._pretrain import PretrainRecipe
 
     default = PretrainRecipe()
     for arg, attr in (

@@ -11,7 +11,7 @@ The search looks for networks that are accurate *and* fast to train:
   whose encoding is not a valid network (a group count that does not divide a channel count,
   a depthwise conv that cannot map its channels) or that is over the size limits is *pruned*
   (Optuna state PRUNED, with the reason as a user attribute) and never built or trained.
-- **Objectives**: accuracy after the proxy training of :mod:`zoo_store._proxy` (maximise) and
+- **Objectives**: accuracy after the proxy training of :mod:`zoo_store.offline._proxy` (maximise) and
   the measured training step time on this machine at the recipe's batch and input size
   (minimise).
 - **Optimiser**: Optuna's ``NSGAIISampler`` (seeded), the study persisted in
@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo_store._proxy import BASELINES, DEFAULT_SOURCE_URI, ProxyRecipe
+from zoo_store.offline._proxy import BASELINES, DEFAULT_SOURCE_URI, ProxyRecipe
 
 if TYPE_CHECKING:
     import optuna
@@ -380,7 +380,7 @@ def _baseline_results(
     import torch
 
     from zoo_store._etnas import count_params_and_macs
-    from zoo_store._proxy import build_baseline, load_source, measure_step_time, proxy_train
+    from zoo_store.offline._proxy import build_baseline, load_source, measure_step_time, proxy_train
 
     path = run_dir / "baselines.json"
     stored: dict[str, Any] = {}
@@ -466,7 +466,7 @@ def run_search(
         proxy_steps: SGD steps of the proxy training.
         batch_size: training batch size, also the step-time batch size.
         baselines: also train and time the torchvision baselines (cached in the run dir);
-            True for all of :data:`~zoo_store._proxy.BASELINES`, or a sequence of their names.
+            True for all of :data:`~zoo_store.offline._proxy.BASELINES`, or a sequence of their names.
         progress: called with one line per event (``None``: silent).
         source_uri: the source data (``nasoa_data`` URI).
         image_size: input size (32).
@@ -486,7 +486,7 @@ def run_search(
     import torch
 
     from zoo_store._etnas import ETNAS
-    from zoo_store._proxy import device_description, load_source, measure_step_time, proxy_train
+    from zoo_store.offline._proxy import device_description, load_source, measure_step_time, proxy_train
 
     say: Callable[[str], object] = progress or (lambda _line: None)
     space = space or SearchSpace()
@@ -681,7 +681,7 @@ def _write_outputs(
 ) -> SearchResult:
     import optuna
 
-    from zoo_store._proxy import device_description
+    from zoo_store.offline._proxy import device_description
 
     evaluated = [_trial_result(t) for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])]
     # Optuna's own non-dominated set (study.best_trials), ordered fastest first.

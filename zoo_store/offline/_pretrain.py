@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-    from zoo_store._registry import ZooEntry, ZooStore
+    from zoo_store._store import ZooEntry, ZooStore
 
 __all__ = [
     "DEFAULT_SOURCE_URI",
@@ -196,7 +196,7 @@ def pretrain_and_register(
     import torch
 
     from zoo_store._profile import device_class, measure_step_time
-    from zoo_store._registry import ZooEntry, check_name, create_model_from_entry
+    from zoo_store._store import ZooEntry, check_name, create_model_from_entry
 
     recipe = recipe or PretrainRecipe()
     specs = list(specs)
