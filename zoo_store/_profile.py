@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
-    from zoo_store._store import ZooEntry, ZooStore
+    from zoo_store._entries import ZooEntry
+    from zoo_store._store import ZooStore
 
 __all__ = ["DEFAULT_STEP_BATCH_SIZE", "device_class", "measure_step_time", "profile_entries"]
 

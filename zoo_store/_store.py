@@ -1,9 +1,4 @@
-"""The zoo registry: architecture families, zoo entries, and the on-disk ``ZooStore``.
-
-Like timm: architecture families are registered with a decorator, models are created by name
-with :func:`create_model`, and :func:`list_models` lists them by fnmatch pattern. Each entry is a
-frozen :class:`ZooEntry` with its metadata (architecture, params, MACs, measured step time per
-device class, source accuracy, checkpoint sha256, provenance).
+"""The zoo store on disk (:class:`ZooStore`) and the default store's timm-style functions.
 
 A :class:`ZooStore` is a directory::
 
@@ -11,23 +6,21 @@ A :class:`ZooStore` is a directory::
     <root>/blobs/<sha256>.safetensors     content-addressed checkpoints
 
 Every write is atomic (temp file, fsync, ``os.replace``) and every checkpoint load verifies the
-full sha256. The module-level functions use the default store: ``$NASOA_ZOO_DIR`` if set, else
-the committed ``zoo_store/default_zoo/``.
+full sha256. The module-level functions (timm-style :func:`create_model`, :func:`list_models`
+by fnmatch pattern) use the default store: ``$NASOA_ZOO_DIR`` if set, else the committed
+``zoo_store/default_zoo/``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
-import json
 import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from zoo_store._checkpoints import (
     InvalidCheckpointError,
@@ -39,6 +32,8 @@ from zoo_store._checkpoints import (
     validate_safetensors_header,
     verify_file,
 )
+from zoo_store._entries import _NAME_RE, ModelNotFound, ZooEntry, check_name, describe_architecture
+from zoo_store._families import build_model, infer_num_classes, load_into_architecture, reset_classifier
 
 if TYPE_CHECKING:
     import torch
@@ -46,336 +41,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ZOO_DIR",
-    "ModelNotFound",
-    "ZooEntry",
+    "ENV_ZOO_DIR",
     "ZooStore",
-    "build_model",
     "create_model",
+    "create_model_from_entry",
     "default_store",
     "get_entry",
-    "list_families",
     "list_models",
-    "register_family",
-    "reset_classifier",
-    "stage_modules",
 ]
 
 DEFAULT_ZOO_DIR = Path(__file__).resolve().parent / "default_zoo"
 ENV_ZOO_DIR = "NASOA_ZOO_DIR"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-
-ModelBuilder = Callable[..., "nn.Module"]
-_FAMILIES: dict[str, ModelBuilder] = {}
-
-
-class ModelNotFound(LookupError):
-    """No zoo entry has this name. The message lists the available names."""
-
-    def __init__(self, name: str, available: list[str]) -> None:
-        self.name = name
-        self.available = list(available)
-        shown = ", ".join(self.available[:50]) or "(the zoo is empty)"
-        more = f" and {len(self.available) - 50} more" if len(self.available) > 50 else ""
-        super().__init__(f"unknown zoo model {name!r}; available: {shown}{more}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.name, self.available))
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-# --------------------------------------------------------------------------- families
-
-
-def register_family(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register an architecture family builder: ``builder(architecture, num_classes) -> nn.Module``.
-
-    >>> @register_family("toy")
-    ... def _build_toy(architecture: str, num_classes: int) -> "nn.Module":
-    ...     import torch.nn as nn
-    ...     return nn.Linear(int(architecture), num_classes)
-    >>> build_model("toy", "4", num_classes=2)
-    Linear(in_features=4, out_features=2, bias=True)
-    >>> _ = _FAMILIES.pop("toy")
-    """
-
-    def decorator(builder: ModelBuilder) -> ModelBuilder:
-        _FAMILIES[name] = builder
-        return builder
-
-    return decorator
-
-
-def list_families() -> list[str]:
-    return sorted(_FAMILIES)
-
-
-def build_model(family: str, architecture: str, num_classes: int = 1000) -> nn.Module:
-    """Build an untrained model of an architecture family (``"etnas"`` or ``"torchvision"``).
-
-    Raises ``ValueError`` for an unknown family or architecture (for ET-NAS, an
-    ``InvalidEncodingError`` naming the bad position).
-    """
-    builder = _FAMILIES.get(family)
-    if builder is None:
-        raise ValueError(f"unknown architecture family {family!r}; known: {', '.join(list_families())}")
-    return builder(architecture, num_classes)
-
-
-@register_family("etnas")
-def _build_etnas(architecture: str, num_classes: int) -> nn.Module:
-    from zoo_store._etnas import ETNAS
-
-    return ETNAS(architecture, num_classes=num_classes)
-
-
-@register_family("torchvision")
-def _build_torchvision(architecture: str, num_classes: int) -> nn.Module:
-    import torchvision
-
-    known = torchvision.models.list_models(module=torchvision.models)
-    if architecture not in known:
-        raise ValueError(
-            f"unknown torchvision classification architecture {architecture!r}; e.g. resnet18, "
-            "mobilenet_v3_small, regnet_x_400mf, efficientnet_b0"
-        )
-    # weights=None: never download anything; weights come from a local file.
-    return torchvision.models.get_model(architecture, weights=None, num_classes=num_classes)
-
-
-def _classifier_name(model: nn.Module) -> str:
-    """Dotted name of the model's classifier: ``fc`` for ET-NAS, else its last ``nn.Linear``."""
-    from torch import nn
-
-    if hasattr(model, "get_classifier"):
-        head = model.get_classifier()
-        for name, module in model.named_modules():
-            if module is head:
-                return name
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            last = name
-    if last is None:
-        raise ValueError(f"{type(model).__name__} has no linear classifier")
-    return last
-
-
-def reset_classifier(model: nn.Module, num_classes: int) -> None:
-    """Replace the model's classifier with a fresh one with ``num_classes`` outputs."""
-    from torch import nn
-
-    if hasattr(model, "reset_classifier"):
-        model.reset_classifier(num_classes)
-        return
-    name = _classifier_name(model)
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    old = getattr(parent, attr)
-    assert isinstance(old, nn.Linear)
-    setattr(parent, attr, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
-
-
-def stage_modules(model: nn.Module) -> list[list[nn.Module]]:
-    """The model's modules grouped by stage, in forward order: stem, body stages..., head.
-
-    Freezing ``stage_modules(model)[:k]`` for ``k <= entry.num_stages`` freezes the first k
-    groups and always leaves the head trainable. ET-NAS models define this themselves; for
-    torchvision ResNet, RegNet, MobileNet and EfficientNet the groups follow their own stages.
-    """
-    if hasattr(model, "stage_modules"):
-        return [list(group) for group in model.stage_modules()]
-    children = dict(model.named_children())
-    if "layer1" in children:  # ResNet / ResNeXt / Wide ResNet
-        stem = [children[k] for k in ("conv1", "bn1", "relu", "maxpool") if k in children]
-        body = [[children[f"layer{i}"]] for i in range(1, 5) if f"layer{i}" in children]
-        return [stem, *body, [children["avgpool"], children["fc"]]]
-    if "trunk_output" in children:  # RegNet
-        body = [[block] for block in children["trunk_output"].children()]
-        return [[children["stem"]], *body, [children["avgpool"], children["fc"]]]
-    if "features" in children and "classifier" in children:  # MobileNet, EfficientNet, ...
-        feats = list(children["features"].children())
-        head = [m for k, m in children.items() if k not in ("features",)]
-        if len(feats) >= 3:
-            body = [[m] for m in feats[1:-1]]
-            body[-1].append(feats[-1])
-            return [[feats[0]], *body, head]
-        return [feats, head]
-    # Fallback: every child but the classifier is one group.
-    cls_top = _classifier_name(model).split(".")[0]
-    groups = [[m] for k, m in children.items() if k != cls_top]
-    return [*groups, [children[cls_top]]]
-
-
-def infer_num_classes(family: str, architecture: str, state_dict: Mapping[str, torch.Tensor]) -> int:
-    """Number of classifier outputs of a state dict of this architecture."""
-    import torch
-
-    with torch.device("meta"):
-        probe = build_model(family, architecture, num_classes=7)
-    key = f"{_classifier_name(probe)}.weight"
-    if key not in state_dict:
-        raise InvalidCheckpointError(
-            f"the checkpoint has no classifier weight {key!r}; it does not match {family} architecture {architecture!r}"
-        )
-    return int(state_dict[key].shape[0])
-
-
-def load_into_architecture(family: str, architecture: str, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Build the architecture and load the state dict into it strictly.
-
-    Raises ``InvalidCheckpointError`` naming missing/unexpected keys or shape mismatches.
-    """
-    num_classes = infer_num_classes(family, architecture, state_dict)
-    model = build_model(family, architecture, num_classes=num_classes)
-    try:
-        model.load_state_dict(dict(state_dict), strict=True)
-    except RuntimeError as exc:
-        lines = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in lines[:4])
-        raise InvalidCheckpointError(
-            f"the checkpoint does not fit {family} architecture {architecture!r}: {detail[:600]}"
-        ) from None
-    return model
-
-
-# --------------------------------------------------------------------------- entries
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    """One model of the zoo: its architecture, measured costs, checkpoint and provenance.
-
-    ``macs`` are multiply-accumulates of one image at ``input_size`` x ``input_size``.
-    ``step_time_ms`` maps a device class (``"cpu"``, ``"cuda"``) to the measured time of one
-    training step (forward + backward + SGD step) at ``step_batch_size``. ``num_stages`` is how
-    many leading groups of :func:`stage_modules` can be frozen (stem and body stages; the head
-    is never counted). ``sha256``/``size_bytes`` identify the safetensors checkpoint.
-    """
-
-    name: str
-    family: str
-    architecture: str
-    num_params: int
-    macs: int
-    input_size: int = 32
-    step_time_ms: Mapping[str, float] = field(default_factory=dict)
-    step_batch_size: int = 64
-    source_accuracy: float = 0.0
-    sha256: str = ""
-    size_bytes: int = 0
-    num_stages: int = 0
-    provenance: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "step_time_ms", {str(k): float(v) for k, v in self.step_time_ms.items()})
-        object.__setattr__(self, "provenance", {str(k): str(v) for k, v in self.provenance.items()})
-
-    def __hash__(self) -> int:
-        return hash((self.name, self.sha256))
-
-    @property
-    def encoding(self) -> str | None:
-        """The ET-NAS encoding, or None for other families."""
-        return self.architecture if self.family == "etnas" else None
-
-    @property
-    def num_classes(self) -> int | None:
-        """Classifier outputs of the stored checkpoint (from provenance), if recorded."""
-        value = self.provenance.get("num_classes")
-        return int(value) if value and value.isdigit() else None
-
-    def replace(self, **changes: Any) -> ZooEntry:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["step_time_ms"] = dict(sorted(self.step_time_ms.items()))
-        data["provenance"] = dict(sorted(self.provenance.items()))
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ZooEntry:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown ZooEntry fields: {', '.join(sorted(unknown))}")
-        return cls(**dict(data))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> ZooEntry:
-        return cls.from_dict(json.loads(text))
-
-    def to_proto(self) -> Any:
-        from nasoa_api.v1 import zoo_pb2
-
-        return zoo_pb2.ZooEntry(
-            name=self.name,
-            family=self.family,
-            architecture=self.architecture,
-            num_params=self.num_params,
-            macs=self.macs,
-            input_size=self.input_size,
-            step_time_ms=dict(self.step_time_ms),
-            step_batch_size=self.step_batch_size,
-            source_accuracy=self.source_accuracy,
-            sha256=self.sha256,
-            size_bytes=self.size_bytes,
-            num_stages=self.num_stages,
-            provenance=dict(self.provenance),
-        )
-
-    @classmethod
-    def from_proto(cls, msg: Any) -> ZooEntry:
-        return cls(
-            name=msg.name,
-            family=msg.family,
-            architecture=msg.architecture,
-            num_params=int(msg.num_params),
-            macs=int(msg.macs),
-            input_size=int(msg.input_size),
-            step_time_ms=dict(msg.step_time_ms),
-            step_batch_size=int(msg.step_batch_size),
-            source_accuracy=float(msg.source_accuracy),
-            sha256=msg.sha256,
-            size_bytes=int(msg.size_bytes),
-            num_stages=int(msg.num_stages),
-            provenance=dict(msg.provenance),
-        )
-
-
-def check_name(name: str) -> str:
-    """Validate a zoo model name (letters, digits, ``._-``; it becomes a file name)."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(
-            f"invalid zoo model name {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def describe_architecture(
-    family: str, architecture: str, state_dict: Mapping[str, torch.Tensor], input_size: int
-) -> dict[str, int]:
-    """Load the state dict into its architecture; return num_params, macs, num_stages, num_classes."""
-    from zoo_store._etnas import count_params_and_macs
-
-    model = load_into_architecture(family, architecture, state_dict)
-    params, macs = count_params_and_macs(model, (3, input_size, input_size))
-    return {
-        "num_params": params,
-        "macs": macs,
-        "num_stages": len(stage_modules(model)) - 1,
-        "num_classes": infer_num_classes(family, architecture, state_dict),
-    }
-
-
-# --------------------------------------------------------------------------- store
 
 
 class ZooStore:
