@@ -26,8 +26,7 @@ DEFAULT_DATASETS = (
 
 
 def zoo_models(zoo_dir: str | Path | None = None) -> list[ModelInfo]:
-    from zoo_store import ZooStore
-    from zoo_store._registry import DEFAULT_ZOO_DIR
+    from zoo_store import DEFAULT_ZOO_DIR, ZooStore
 
     store = ZooStore(zoo_dir or DEFAULT_ZOO_DIR)
     return [
@@ -55,8 +54,7 @@ def collect_experience(
 
     from nasoa_data import compute_meta_features
     from worker._finetune import FinetuneSpec, run_finetune
-    from zoo_store import ZooStore
-    from zoo_store._registry import DEFAULT_ZOO_DIR
+    from zoo_store import DEFAULT_ZOO_DIR, ZooStore
 
     torch.set_num_threads(1)
     store = ZooStore(zoo_dir or DEFAULT_ZOO_DIR)

@@ -6,13 +6,13 @@ the ratio of training step times, baseline / zoo (the issue's goal: >= 2 for eve
 
 The comparison is kept honest:
 
-- **Same recipe.** Every accuracy is the proxy accuracy of :class:`~zoo_store._proxy.ProxyRecipe`
+- **Same recipe.** Every accuracy is the proxy accuracy of :class:`~zoo_store.offline.ProxyRecipe`
   (same source data, steps, batch size, seed, input size). Accuracies recorded by a search run
   are reused only when the run's recipe fingerprint is the recipe used here; anything else (a
   zoo entry that the run did not evaluate, a baseline the run did not train) is proxy-trained
   in this process. ``retrain=True`` retrains everything that is compared.
 - **Same machine, same process, same batch size.** All step times (baselines and zoo models)
-  are measured again here, interleaved round-robin (:func:`~zoo_store._proxy.measure_interleaved`),
+  are measured again here, interleaved round-robin (:func:`~zoo_store.offline.measure_interleaved`),
   at the recipe's batch and input size; the search's own timings are not reused.
 
 The result is a plain dict (JSON-ready) so that ``nasoa-bench zoo --json`` can print it.
@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo_store._proxy import BASELINES, ProxyRecipe
+from zoo_store.offline import BASELINES, ProxyRecipe
 
 __all__ = [
     "DEFAULT_NAS_RUN",
@@ -160,11 +160,12 @@ def run_zoo_benchmark(
     """
     import torch
 
-    from zoo_store._etnas import ETNAS
-    from zoo_store._nas import SearchResult, load_search
-    from zoo_store._proxy import (
+    from zoo_store import ETNAS
+    from zoo_store.offline import (
+        SearchResult,
         build_baseline,
         device_description,
+        load_search,
         load_source,
         measure_interleaved,
         proxy_train,
@@ -293,7 +294,7 @@ def run_zoo_benchmark(
 
 def _canonical(encoding: str) -> str:
     """The canonical form of an encoding, so that equivalent spellings match."""
-    from zoo_store._etnas import ETNASEncoding
+    from zoo_store import ETNASEncoding
 
     return str(ETNASEncoding.parse(encoding))
 

@@ -18,8 +18,7 @@ def main() -> int:
     import torch
 
     from worker._finetune import FinetuneSpec, run_finetune
-    from zoo_store import ZooStore
-    from zoo_store._registry import DEFAULT_ZOO_DIR
+    from zoo_store import DEFAULT_ZOO_DIR, ZooStore
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo-dir", default=str(DEFAULT_ZOO_DIR))

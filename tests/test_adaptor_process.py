@@ -16,8 +16,7 @@ from adaptor_service import Adaptor
 from clients import AdaptorClient
 from clients.local_cluster import free_port, wait_serving
 from nasoa_contracts import Candidate, CurvePoint, Observation, TaskSpec
-from zoo_store import DEFAULT_ZOO_DIR
-from zoo_store._service import make_zoo_server
+from zoo_store import DEFAULT_ZOO_DIR, make_zoo_server
 
 pytestmark = pytest.mark.integration
 

@@ -1,14 +1,17 @@
-"""Tests of the ET-NAS encoding and model (zoo_store._etnas)."""
+"""Tests of the ET-NAS encoding (zoo_store._encoding) and model (zoo_store._etnas)."""
 
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from zoo_store._etnas import (
+from zoo_store import (
     ETNAS,
     OFFICIAL_ENCODINGS,
     ETNASEncoding,
@@ -422,3 +425,14 @@ def test_count_leaves_model_state_alone() -> None:
     assert all(torch.equal(before[key], after[key]) for key in before)
     # No hooks left behind.
     assert all(not module._forward_hooks for module in model.modules())
+
+
+def test_parsing_an_encoding_does_not_import_torch() -> None:
+    # Clients and the NAS sampler validate encodings without paying for torch.
+    code = (
+        "import sys, zoo_store; "
+        "[zoo_store.ETNASEncoding.parse(text) for text in zoo_store.OFFICIAL_ENCODINGS.values()]; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    probe = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], timeout=60)
+    assert probe.returncode == 0

@@ -16,16 +16,17 @@ optuna = pytest.importorskip("optuna")
 pytest.importorskip("torch")
 
 from benchmarks._zoo_bench import ZooCandidate, match_baselines, run_zoo_benchmark  # noqa: E402
-from zoo_store._etnas import ETNAS, ETNASEncoding  # noqa: E402
-from zoo_store._nas import (  # noqa: E402
+from zoo_store import ETNAS, ETNASEncoding  # noqa: E402
+from zoo_store.offline import (  # noqa: E402
+    ProxyRecipe,
     SearchConfigError,
     SearchSpace,
     decode,
     load_search,
     run_search,
     sample_encodings,
+    suggest_encoding,
 )
-from zoo_store._proxy import ProxyRecipe  # noqa: E402
 
 TINY_SOURCE = "builtin:patterns?train=64&test=32&seed=3"
 TINY_SPACE = SearchSpace(base_widths=(8, 16), max_mmacs=2.0, stages=(2, 3))
@@ -93,8 +94,8 @@ def test_sampler_yields_only_valid_encodings() -> None:
 
 
 def test_invalid_points_are_pruned_not_crashed() -> None:
-    from zoo_store._etnas import InvalidEncodingError
-    from zoo_store._nas import _propose
+    from zoo_store import InvalidEncodingError
+    from zoo_store.offline._space import propose
 
     params = {
         "n_layers": 2,
@@ -112,12 +113,12 @@ def test_invalid_points_are_pruned_not_crashed() -> None:
     with pytest.raises(InvalidEncodingError):
         decode(params, SearchSpace())
     genes = {**VALID_GENES, "op_0": 3}
-    encoding, reason = _propose(optuna.trial.FixedTrial(genes), SearchSpace(), set())
+    encoding, reason = propose(optuna.trial.FixedTrial(genes), SearchSpace(), set())
     assert encoding is None and reason.startswith("invalid:") and "groups" in reason
     valid = VALID_GENES
-    encoding, reason = _propose(optuna.trial.FixedTrial(valid), SearchSpace(), set())
+    encoding, reason = propose(optuna.trial.FixedTrial(valid), SearchSpace(), set())
     assert encoding == "000-_8_1-1"
-    encoding, reason = _propose(optuna.trial.FixedTrial(valid), SearchSpace(), {"000-_8_1-1"})
+    encoding, reason = propose(optuna.trial.FixedTrial(valid), SearchSpace(), {"000-_8_1-1"})
     assert encoding is None and reason.startswith("duplicate")
 
 
@@ -163,8 +164,6 @@ def test_killed_trial_is_evaluated_again_on_resume(tmp_path: Path) -> None:
     storage = optuna.storages.RDBStorage(f"sqlite:///{run / 'study.db'}")
     study = optuna.load_study(study_name="nasoa-offline-nas", storage=storage)
     # Simulate a kill mid-trial: a trial left RUNNING with its parameters suggested.
-    from zoo_store._nas import suggest_encoding
-
     study.enqueue_trial({**VALID_GENES, "op_0": 1, "width_0": 3})
     interrupted = suggest_encoding(study.ask(), TINY_SPACE)
     assert interrupted == "130-_8_1-1"

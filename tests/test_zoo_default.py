@@ -109,6 +109,19 @@ def test_cli_help_is_fast() -> None:
     assert probe.returncode == 0
 
 
+def test_runtime_modules_do_not_import_offline() -> None:
+    # The store, service and worker side stay free of the NAS and pretraining (and optuna).
+    code = (
+        "import importlib, pkgutil, sys, zoo_store\n"
+        "runtime = [m.name for m in pkgutil.iter_modules(zoo_store.__path__) if m.name != 'offline']\n"
+        "for name in runtime: importlib.import_module(f'zoo_store.{name}')\n"
+        "assert len(runtime) >= 10, runtime\n"
+        "sys.exit(any(m.startswith('zoo_store.offline') or m == 'optuna' for m in sys.modules))"
+    )
+    probe = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120)
+    assert probe.returncode == 0
+
+
 def test_cli_serve_and_graceful_sigterm(tmp_path: Path) -> None:
 
     with subprocess.Popen(

@@ -19,8 +19,9 @@ def _preload(**_kwargs: object) -> None:
 
     Only imports: CUDA and gRPC channels are created in the children, after the fork.
     """
-    for module in ("torch", "torchvision", "nasoa_data", "zoo_store._registry", "worker._finetune", "worker._runner"):
+    for module in ("torch", "torchvision", "nasoa_data", "worker._finetune", "worker._runner"):
         importlib.import_module(module)
+    from zoo_store import create_model_from_entry  # noqa: F401  (loads the zoo store, families, entries)
 
 
 @app.task(bind=True, name=FINETUNE_TASK)

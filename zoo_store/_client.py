@@ -23,7 +23,8 @@ import grpc
 from nasoa_api.v1 import zoo_pb2, zoo_pb2_grpc
 from nasoa_contracts import list_zoo_models
 from zoo_store._checkpoints import ChecksumMismatch, fsync_dir, verify_file
-from zoo_store._registry import ModelNotFound, ZooEntry, create_model_from_entry
+from zoo_store._entries import ModelNotFound, ZooEntry
+from zoo_store._store import create_model_from_entry
 
 if TYPE_CHECKING:
     from torch import nn

@@ -12,7 +12,9 @@ import re
 from pathlib import Path
 
 from zoo_store._checkpoints import load_torch_weights, sha256_file
-from zoo_store._registry import ZooEntry, ZooStore, build_model, load_into_architecture
+from zoo_store._entries import ZooEntry
+from zoo_store._families import build_model, load_into_architecture
+from zoo_store._store import ZooStore
 
 __all__ = ["RELEASED_TOP1", "encoding_from_path", "import_etnas_pth", "import_torchvision"]
 
@@ -41,7 +43,7 @@ def encoding_from_path(path: str | os.PathLike[str]) -> tuple[str, str | None]:
     >>> encoding_from_path("/tmp/2-_32_2-11-112-1121112.pth")
     ('2-_32_2-11-112-1121112', None)
     """
-    from zoo_store._etnas import ETNASEncoding
+    from zoo_store._encoding import ETNASEncoding
 
     p = Path(path)
     stem = p.name
@@ -70,7 +72,7 @@ def import_etnas_pth(
     (``et-nas-b``) or ``etnas-<encoding>``. Step time is not measured here: run
     ``nasoa-zoo profile NAME``.
     """
-    from zoo_store._etnas import OFFICIAL_ENCODINGS
+    from zoo_store._encoding import OFFICIAL_ENCODINGS
 
     encoding, released = encoding_from_path(path)
     if released is None:

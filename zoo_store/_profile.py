@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
-    from zoo_store._registry import ZooEntry, ZooStore
+    from zoo_store._entries import ZooEntry
+    from zoo_store._store import ZooStore
 
 __all__ = ["DEFAULT_STEP_BATCH_SIZE", "device_class", "measure_step_time", "profile_entries"]
 
@@ -95,7 +96,7 @@ def profile_entries(
     steps: int = 10,
 ) -> list[ZooEntry]:
     """Measure and store the step time of the named entries (all when empty) on ``device``."""
-    from zoo_store._registry import create_model_from_entry
+    from zoo_store._store import create_model_from_entry
 
     dev_class = device_class(device)
     updated = []

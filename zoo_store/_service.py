@@ -28,7 +28,8 @@ from zoo_store._checkpoints import (
     validate_safetensors_header,
     verify_file,
 )
-from zoo_store._registry import ModelNotFound, ZooEntry, ZooStore, check_name
+from zoo_store._entries import ModelNotFound, ZooEntry, check_name
+from zoo_store._store import ZooStore
 
 __all__ = [
     "ADMIN_METHODS",

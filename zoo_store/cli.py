@@ -30,7 +30,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from zoo_store._registry import DEFAULT_ZOO_DIR, ZooStore
+    from zoo_store._store import DEFAULT_ZOO_DIR, ZooStore
 
     return ZooStore(_settings(args).zoo_dir or DEFAULT_ZOO_DIR)
 
@@ -87,7 +87,8 @@ def cmd_encodings(args: argparse.Namespace) -> int:
         raise CliError("only --official is supported: nasoa-zoo encodings --official [--json]")
     import torch
 
-    from zoo_store._etnas import ETNAS, OFFICIAL_ENCODINGS, count_params_and_macs
+    from zoo_store._encoding import OFFICIAL_ENCODINGS
+    from zoo_store._etnas import ETNAS, count_params_and_macs
 
     rows = []
     for name, encoding in OFFICIAL_ENCODINGS.items():
@@ -106,7 +107,7 @@ def cmd_encodings(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from zoo_store._pretrain import (
+    from zoo_store.offline import (
         DEFAULT_ZOO_SPECS,
         PretrainRecipe,
         PretrainSpec,
@@ -129,7 +130,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         specs = [s for s in specs if s.name in wanted]
     if not specs:
         raise CliError("nothing to pretrain: give --default-zoo, --encoding NAME=ENC or --from-nas FILE")
-    from zoo_store._etnas import ETNASEncoding
+    from zoo_store._encoding import ETNASEncoding
 
     for spec in specs:  # fail before any training on a bad encoding
         ETNASEncoding.parse(spec.encoding)
@@ -251,9 +252,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     try:
-        from zoo_store._nas import run_search
+        from zoo_store.offline import run_search
     except ImportError as exc:
-        raise CliError(f"the NAS module is not available (zoo_store._nas: {exc})") from None
+        raise CliError(f"the NAS module is not available (zoo_store.offline._search: {exc})") from None
     import torch
 
     torch.set_num_threads(args.threads)
@@ -400,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _fill_pretrain_defaults(args: argparse.Namespace) -> None:
     if args.command != "pretrain":
         return
-    from zoo_store._pretrain import PretrainRecipe
+    from zoo_store.offline import PretrainRecipe
 
     default = PretrainRecipe()
     for arg, attr in (

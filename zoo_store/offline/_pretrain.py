@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-    from zoo_store._registry import ZooEntry, ZooStore
+    from zoo_store._entries import ZooEntry
+    from zoo_store._store import ZooStore
 
 __all__ = [
     "DEFAULT_SOURCE_URI",
@@ -195,8 +196,9 @@ def pretrain_and_register(
     """Pretrain each spec, store its checkpoint and entry (with provenance and step times)."""
     import torch
 
+    from zoo_store._entries import ZooEntry, check_name
     from zoo_store._profile import device_class, measure_step_time
-    from zoo_store._registry import ZooEntry, check_name, create_model_from_entry
+    from zoo_store._store import create_model_from_entry
 
     recipe = recipe or PretrainRecipe()
     specs = list(specs)
