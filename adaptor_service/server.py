@@ -20,11 +20,15 @@ NASOA_RISK_AVERSION       ``nasoa`` ranks by accuracy - k x its std; k, ``0.5``
 NASOA_EXPLORATION         probability of an optimistic (accuracy + std) pick, ``0`` = off
 NASOA_DISPATCH            ``celery`` (default) or ``none`` (plan and learn only)
 NASOA_WARM_START          experience table (.jsonl/.csv, docs/EXPERIENCE_FORMAT.md) learned
-                          at start; its runs are recorded once, so restarts do not relearn
+                          at start, by default the shipped one
+                          (``benchmarks/data/experience-builtin.jsonl``, 48 runs on the
+                          built-in data); ``none`` starts cold. Its runs are recorded once,
+                          so restarts do not relearn them
 NASOA_TOKEN               when set, every call needs ``authorization: Bearer <token>``
 NASOA_TLS_CERT/KEY        PEM files: serve TLS instead of plaintext
-NASOA_REFLECTION          ``1`` registers gRPC server reflection
+NASOA_REFLECTION          ``1`` registers gRPC server reflection (``grpcurl``), as on the zoo
 NASOA_GRACE_SECONDS       SIGTERM grace period for in-flight calls, ``10``
+NASOA_LOG_FORMAT/LEVEL    ``json`` (default) or ``text``; ``INFO`` (nasoa_contracts/_logging.py)
 ========================  ===============================================================
 """
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.resources
 import logging
 import os
 import signal
@@ -50,6 +55,7 @@ from adaptor_service._schedulers import make_generator
 from adaptor_service._servicer import AdaptorServicer
 from adaptor_service._stores import open_store
 from nasoa_api.v1 import adaptor_pb2, adaptor_pb2_grpc
+from nasoa_contracts import enable_reflection, reflection_enabled, setup_logging
 
 log = logging.getLogger("nasoa.adaptor")
 
@@ -81,11 +87,7 @@ def make_server(
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     if reflection:
-        from grpc_reflection.v1alpha import reflection as grpc_reflection
-
-        grpc_reflection.enable_server_reflection(
-            (SERVICE_NAME, grpc_reflection.SERVICE_NAME, health.SERVICE_NAME), server
-        )
+        enable_reflection(server, [SERVICE_NAME])
     if tls is not None:
         creds = grpc.ssl_server_credentials([(tls[1], tls[0])])
         port = server.add_secure_port(address, creds)
@@ -187,8 +189,22 @@ def warm_start_from_file(adaptor: Adaptor, path: str) -> int:
     if space is not None:
         observations = [replace(o, candidate=space.complete(o.task, o.candidate)) for o in observations]
     learned = adaptor.warm_start(observations)
-    log.info("warm start from %s: %d runs, %d new", path, len(observations), learned)
+    log.info("warm start from %s: %d runs, %d new", path, len(observations), learned,
+             extra={"warm_start": str(path), "runs": len(observations), "new": learned})
     return learned
+
+
+def shipped_experience() -> str:
+    """The path of the experience table shipped with the project."""
+    return str(importlib.resources.files("benchmarks").joinpath("data", "experience-builtin.jsonl"))
+
+
+def warm_start_setting() -> str | None:
+    """The experience table to learn at start (NASOA_WARM_START): None for a cold start."""
+    value = os.environ.get("NASOA_WARM_START", "").strip()
+    if value.lower() == "none":
+        return None
+    return value or shipped_experience()
 
 
 def serve(adaptor: Adaptor, address: str, grace: float = 10.0) -> None:
@@ -202,7 +218,7 @@ def serve(adaptor: Adaptor, address: str, grace: float = 10.0) -> None:
         address,
         token=os.environ.get("NASOA_TOKEN", ""),
         tls=tls,
-        reflection=os.environ.get("NASOA_REFLECTION", "") == "1",
+        reflection=reflection_enabled(),
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -224,20 +240,29 @@ def serve(adaptor: Adaptor, address: str, grace: float = 10.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nasoa-adaptor",
-        description="Serve the NASOA adaptor (gRPC). Settings come from NASOA_* environment variables.",
-        epilog="See `python -c 'import adaptor_service.server as s; print(s.__doc__)'` for every variable.",
+        description="Serve the NASOA adaptor (gRPC): plans fine-tuning tasks, queues them for the "
+        "workers, learns from their results.",
+        epilog=__doc__.split("\n\n", 1)[1].replace("``", "").replace("%", "%%"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--address", default=os.environ.get("NASOA_ADAPTOR_ADDRESS", "127.0.0.1:50051"))
-    parser.add_argument("--grace", type=float, default=float(os.environ.get("NASOA_GRACE_SECONDS", "10")))
+    parser.add_argument("--address", default=os.environ.get("NASOA_ADAPTOR_ADDRESS", "127.0.0.1:50051"),
+                        help="HOST:PORT to bind (NASOA_ADAPTOR_ADDRESS; default %(default)s)")
+    parser.add_argument("--grace", type=float, default=float(os.environ.get("NASOA_GRACE_SECONDS", "10")),
+                        help="seconds in-flight calls get after SIGTERM (NASOA_GRACE_SECONDS; default %(default)s)")
+    parser.add_argument("--warm-start", metavar="TABLE",
+                        help="experience table learned at start, or 'none' for a cold start "
+                        "(NASOA_WARM_START; default: the shipped table)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("NASOA_LOG_LEVEL", "INFO"),
-        format='{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": "%(message)s"}',
-    )
+    if args.warm_start is not None:
+        os.environ["NASOA_WARM_START"] = args.warm_start
     try:
+        setup_logging()
         adaptor = adaptor_from_env()
-        if os.environ.get("NASOA_WARM_START"):
-            warm_start_from_file(adaptor, os.environ["NASOA_WARM_START"])
+        table = warm_start_setting()
+        if table is None:
+            log.info("cold start: no experience table (NASOA_WARM_START=none)")
+        else:
+            warm_start_from_file(adaptor, table)
     except (ValueError, LookupError, OSError) as exc:
         print(f"nasoa-adaptor: {exc}", file=sys.stderr)
         return 2

@@ -30,6 +30,10 @@ class JobOutcome:
     status: str
     accuracy: float
     seconds: float
+    message: str = ""
+
+    def describe(self) -> str:
+        return f"{self.job_id}: {self.status} {self.accuracy:.1f}% in {self.seconds:.1f}s {self.message}".strip()
 
 
 class JobRunner:
@@ -38,10 +42,9 @@ class JobRunner:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
 
-    def run_json(self, job_json: str, worker: str = "") -> str:
+    def run_json(self, job_json: str, worker: str = "") -> JobOutcome:
         job = convert.job_from_pb(convert.from_json(job_json, pb.Job))  # type: ignore[arg-type]
-        outcome = self.run(job, worker or socket.gethostname())
-        return f"{outcome.job_id}: {outcome.status} {outcome.accuracy:.1f}% in {outcome.seconds:.1f}s"
+        return self.run(job, worker or socket.gethostname())
 
     def _device(self) -> str:
         import torch
@@ -79,7 +82,8 @@ class JobRunner:
                     message=f"{type(exc).__name__}: {exc}",
                 )
             self._report_result(client, observation)
-            return JobOutcome(job.job_id, observation.status, observation.accuracy, observation.seconds)
+            return JobOutcome(job.job_id, observation.status, observation.accuracy, observation.seconds,
+                              observation.message)
         finally:
             client.close()
 

@@ -1,7 +1,8 @@
 """``nasoa-worker``: start a Celery worker that fine-tunes NASOA jobs.
 
 Settings come from the environment (see worker/_config.py): NASOA_BROKER_URL (default: the
-embedded broker), NASOA_ADAPTOR_ADDRESS, NASOA_ZOO_ADDRESS, NASOA_DEVICE, NASOA_CACHE_DIR.
+embedded broker), NASOA_ADAPTOR_ADDRESS, NASOA_ZOO_ADDRESS, NASOA_DEVICE, NASOA_CACHE_DIR,
+NASOA_LOG_FORMAT (json, text) and NASOA_LOG_LEVEL. Task events are on (Flower, ``celery events``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nasoa-worker",
-        description="Start a Celery worker that pulls NASOA fine-tuning jobs.",
+        description="Start a Celery worker that pulls NASOA fine-tuning jobs. "
+        + __doc__.split("\n\n", 1)[1].replace("``", "").replace("%", "%%"),
         epilog="Extra arguments after -- go to `celery worker` unchanged.",
     )
     parser.add_argument("--device", default=os.environ.get("NASOA_DEVICE", "auto"),
                         help="cpu, cuda or auto (default %(default)s); picks the queue too")
     parser.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default 1)")
     parser.add_argument("--hostname", default=None, help="Celery node name")
-    parser.add_argument("--loglevel", default=os.environ.get("NASOA_LOG_LEVEL", "INFO"))
+    parser.add_argument("--loglevel", default=os.environ.get("NASOA_LOG_LEVEL", "INFO"),
+                        help="log level (NASOA_LOG_LEVEL; default %(default)s)")
     parser.add_argument("celery_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.concurrency < 1:
@@ -36,8 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # small shared machine more threads than free cores make steps erratically slow.
     os.environ.setdefault("NASOA_TORCH_THREADS", "1")
 
+    from nasoa_contracts import setup_logging
     from worker._config import queue_for
     from worker.celery import app
+
+    setup_logging(args.loglevel)
 
     celery_argv = [
         "worker",

@@ -215,12 +215,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from nasoa_contracts import enable_reflection, reflection_enabled, setup_logging
     from zoo_store._service import make_zoo_server
 
+    setup_logging()
     token = os.environ.get(args.admin_token_env) or None
     store = _store(args)
     address = f"{args.address}:{args.port}"
     server, port, health = make_zoo_server(store, address=address, admin_token=token, return_health=True)
+    if reflection_enabled():
+        enable_reflection(server, ["nasoa.v1.ZooService"])
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -293,9 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("serve", help="serve the zoo over gRPC (ZooService + health)")
-    p.add_argument("--address", default=os.environ.get("NASOA_ZOO_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("NASOA_ZOO_PORT", "50052")))
+    p = sub.add_parser(
+        "serve", help="serve the zoo over gRPC (ZooService + health)",
+        description="Serve the zoo over gRPC (ZooService + health). NASOA_REFLECTION=1 adds server "
+        "reflection; NASOA_LOG_FORMAT (json, text) and NASOA_LOG_LEVEL shape the log.",
+    )
+    p.add_argument("--address", default=os.environ.get("NASOA_ZOO_HOST", "127.0.0.1"),
+                   help="host to bind (NASOA_ZOO_HOST; default %(default)s)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("NASOA_ZOO_PORT", "50052")),
+                   help="port to bind (NASOA_ZOO_PORT; default %(default)s)")
     p.add_argument(
         "--admin-token-env",
         default="NASOA_ZOO_ADMIN_TOKEN",
