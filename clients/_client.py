@@ -2,13 +2,17 @@
 
 Every call carries a deadline (gRPC has none by default). Status codes map back to the
 same exceptions the plain-Python ``Adaptor`` raises, so code works the same embedded or
-remote. Only idempotent calls are retried on UNAVAILABLE.
+remote. Calls that fail with UNAVAILABLE are retried by the channel's retry policy (gRPC
+service config, see :func:`retry_service_config`); only idempotent methods are listed in it,
+and ``submit`` always sends a job id, which makes Submit idempotent too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -55,15 +59,50 @@ class ServiceTimeout(TimeoutError):
     """The call ran past its deadline."""
 
 
+# Idempotent methods: reads, Submit with a job id (the client always sends one), Observe
+# (results are deduplicated by job id), CancelJob (cancelling twice is refused, not repeated).
+RETRIED_METHODS = {
+    "nasoa.v1.AdaptorService": (
+        "Submit", "Recommend", "Observe", "WatchJob", "GetJob", "ListJobs", "CancelJob", "GetStats",
+    ),
+    "nasoa.v1.ZooService": ("ListModels", "GetModel", "FetchCheckpoint"),
+}
+
+
+def retry_service_config(max_attempts: int = 5) -> str:
+    """The gRPC service config (JSON) that retries idempotent calls on UNAVAILABLE with backoff.
+
+    >>> json.loads(retry_service_config(3))["methodConfig"][0]["retryPolicy"]["maxAttempts"]
+    3
+    """
+    names = [{"service": service, "method": method} for service, methods in RETRIED_METHODS.items()
+             for method in methods]
+    policy = {
+        "maxAttempts": max(2, min(int(max_attempts), 5)),  # gRPC caps attempts at 5
+        "initialBackoff": "0.2s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": policy}]})
+
+
 def make_channel(
     address: str,
     root_certificates: bytes | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    retry_attempts: int = 5,
 ) -> grpc.Channel:
-    """A channel to ``address``; TLS when root certificates are given (or NASOA_TLS_CA set)."""
+    """A channel to ``address``; TLS when root certificates are given (or NASOA_TLS_CA set).
+
+    Idempotent calls are retried on UNAVAILABLE, up to ``retry_attempts`` attempts in all
+    (1: no retry).
+    """
     opts = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.enable_retries", int(retry_attempts > 1)),
+        ("grpc.service_config", retry_service_config(retry_attempts)),
         *options,
     ]
     ca_path = os.environ.get("NASOA_TLS_CA")
@@ -112,7 +151,7 @@ class AdaptorClient:
         self.token = os.environ.get("NASOA_TOKEN", "") if token is None else token
         self.timeout = timeout
         self.retries = retries
-        self._channel = channel or make_channel(self.address)
+        self._channel = channel or make_channel(self.address, retry_attempts=retries + 1)
         self._stub = pb_grpc.AdaptorServiceStub(self._channel)
 
     def close(self) -> None:
@@ -128,17 +167,12 @@ class AdaptorClient:
     def _metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
 
-    def _call(self, fn: Callable[[], T], idempotent: bool) -> T:
-        attempts = self.retries + 1 if idempotent else 1
-        for attempt in range(attempts):
-            try:
-                return fn()
-            except grpc.RpcError as exc:
-                retryable = exc.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
-                if not (retryable and attempt + 1 < attempts):
-                    raise map_rpc_error(exc) from None
-                time.sleep(min(2.0, 0.2 * 2**attempt))
-        raise AssertionError("unreachable")
+    def _call(self, fn: Callable[[], T]) -> T:
+        """One call; the channel's retry policy has retried it already where that is safe."""
+        try:
+            return fn()
+        except grpc.RpcError as exc:
+            raise map_rpc_error(exc) from None
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until the channel is connected, or raise ServiceUnavailable."""
@@ -148,12 +182,10 @@ class AdaptorClient:
             raise ServiceUnavailable(f"no adaptor service answers at {self.address}") from None
 
     def submit(self, task: TaskSpec, job_id: str = "", models: Sequence[str] = ()) -> Job:
-        request = pb.SubmitRequest(task=convert.task_to_pb(task), job_id=job_id, models=list(models))
-        # With a job id, Submit is idempotent on the server, so it may be retried.
-        msg = self._call(
-            lambda: self._stub.Submit(request, timeout=self.timeout, metadata=self._metadata),
-            idempotent=bool(job_id),
-        )
+        # A job id makes Submit idempotent on the server, so a retried call makes one job.
+        request = pb.SubmitRequest(task=convert.task_to_pb(task), job_id=job_id or uuid.uuid4().hex,
+                                   models=list(models))
+        msg = self._call(lambda: self._stub.Submit(request, timeout=self.timeout, metadata=self._metadata))
         return convert.job_from_pb(msg)
 
     def recommend(
@@ -170,31 +202,27 @@ class AdaptorClient:
             top_k=top_k,
         )
         msg = self._call(
-            lambda: self._stub.Recommend(request, timeout=self.timeout, metadata=self._metadata),
-            idempotent=True,
+            lambda: self._stub.Recommend(request, timeout=self.timeout, metadata=self._metadata)
         )
         return convert.plan_from_pb(msg)
 
     def observe_requests(self, requests: Iterable[pb.ObserveRequest], timeout: float | None = None) -> pb.ObserveSummary:
         """Stream raw ObserveRequest messages (one call, not retried: the iterator is spent)."""
         return self._call(
-            lambda: self._stub.Observe(iter(requests), timeout=timeout or self.timeout, metadata=self._metadata),
-            idempotent=False,
+            lambda: self._stub.Observe(iter(requests), timeout=timeout or self.timeout, metadata=self._metadata)
         )
 
     def observe(self, observations: Iterable[Observation]) -> pb.ObserveSummary:
         """Send results; safe to repeat, since the service ignores duplicate job ids."""
         batch = [convert.observation_to_pb(o) for o in observations]
         return self._call(
-            lambda: self._stub.Observe(iter(batch), timeout=self.timeout, metadata=self._metadata),
-            idempotent=True,
+            lambda: self._stub.Observe(iter(batch), timeout=self.timeout, metadata=self._metadata)
         )
 
     def report_started(self, job_id: str, worker: str) -> None:
         request = pb.ObserveRequest(job_id=job_id, started=pb.Started(worker=worker))
         self._call(
-            lambda: self._stub.Observe(iter([request]), timeout=self.timeout, metadata=self._metadata),
-            idempotent=True,
+            lambda: self._stub.Observe(iter([request]), timeout=self.timeout, metadata=self._metadata)
         )
 
     def report_progress(self, job_id: str, point: CurvePoint) -> None:
@@ -203,21 +231,19 @@ class AdaptorClient:
             progress=pb.CurvePoint(epoch=point.epoch, accuracy=point.accuracy, seconds=point.seconds),
         )
         self._call(
-            lambda: self._stub.Observe(iter([request]), timeout=self.timeout, metadata=self._metadata),
-            idempotent=True,
+            lambda: self._stub.Observe(iter([request]), timeout=self.timeout, metadata=self._metadata)
         )
 
     def get_job(self, job_id: str) -> Job:
         msg = self._call(
-            lambda: self._stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout, metadata=self._metadata),
-            idempotent=True,
+            lambda: self._stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout, metadata=self._metadata)
         )
         return convert.job_from_pb(msg)
 
     def list_jobs(self, limit: int = 100, state: JobState | None = None) -> list[Job]:
         request = pb.ListJobsRequest(limit=limit, state=pb.JobState.Value(state.value) if state else 0)
         msg = self._call(
-            lambda: self._stub.ListJobs(request, timeout=self.timeout, metadata=self._metadata), idempotent=True
+            lambda: self._stub.ListJobs(request, timeout=self.timeout, metadata=self._metadata)
         )
         return [convert.job_from_pb(j) for j in msg.jobs]
 
@@ -225,15 +251,13 @@ class AdaptorClient:
         msg = self._call(
             lambda: self._stub.CancelJob(
                 pb.CancelJobRequest(job_id=job_id), timeout=self.timeout, metadata=self._metadata
-            ),
-            idempotent=True,
+            )
         )
         return convert.job_from_pb(msg)
 
     def get_stats(self) -> pb.Stats:
         return self._call(
-            lambda: self._stub.GetStats(pb.GetStatsRequest(), timeout=self.timeout, metadata=self._metadata),
-            idempotent=True,
+            lambda: self._stub.GetStats(pb.GetStatsRequest(), timeout=self.timeout, metadata=self._metadata)
         )
 
     def watch_job(self, job_id: str, after_seq: int = 0, timeout: float = 3600.0) -> Iterator[JobEvent]:

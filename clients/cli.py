@@ -1,307 +1,497 @@
-"""``nasoa-submit``: submit fine-tuning tasks to the adaptor, watch them, read the service.
+"""``nasoa-submit``: submit fine-tuning tasks to the adaptor, follow them, read the service.
 
-Imports are lazy so that ``--help`` answers at once.
+Built on typer and rich. Every command takes ``--json`` (plain values, ISO 8601 times) and
+``--address``. Exit status: 0 done, 1 another error (authentication, timeout, refused
+operation), 2 usage (bad input, checked here and by the service), 3 the job failed or was
+cancelled, 4 a service is unreachable (no adaptor at the address, or no worker for the queue
+after the grace period). Heavy imports happen inside the commands, so ``--help`` is quick.
 """
 
 from __future__ import annotations
 
-import argparse
+import enum
 import json
 import os
-import re
+import queue
 import sys
+import threading
+import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
 
 PROG = "nasoa-submit"
-_BUDGET_RE = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(ms|s|sec|m|min|h|hr)?\s*$", re.I)
-_UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_JOB_FAILED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_CODES_HELP = (
+    "Exit status: 0 done, 1 other error, 2 usage (bad input), 3 job failed or cancelled, "
+    "4 service unreachable (adaptor, or no worker for the queue)."
+)
+
+app = typer.Typer(
+    name=PROG,
+    help="Submit fine-tuning tasks to the NASOA adaptor, follow them, and read the service.\n\n"
+    "Example: nasoa-submit submit builtin:digits --budget 30s --wait",
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
-class UsageError(ValueError):
-    """A mistake in the command line: printed on one line, exit status 2."""
+class Device(enum.StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
 
 
-def parse_budget(text: str) -> float:
-    """Seconds from ``30s``, ``2m``, ``1.5h`` or a plain number of seconds.
-
-    >>> parse_budget("30s"), parse_budget("2m"), parse_budget("0.5h"), parse_budget("45")
-    (30.0, 120.0, 1800.0, 45.0)
-    >>> parse_budget("-5s")
-    Traceback (most recent call last):
-    ...
-    clients.cli.UsageError: budget must be positive, got '-5s'
-    """
-    match = _BUDGET_RE.match(text)
-    if not match:
-        raise UsageError(f"budget {text!r} is not a duration: use e.g. 30s, 2m or 1h")
-    value = float(match.group(1)) * _UNITS[(match.group(2) or "").lower() or None]
-    if not value > 0:
-        raise UsageError(f"budget must be positive, got {text!r}")
-    if value > 30 * 24 * 3600:
-        raise UsageError(f"budget {text!r} is longer than 30 days")
-    return value
+class NoWorker(ConnectionError):
+    """No worker consumed the job's queue within the grace period."""
 
 
-def _client(args: argparse.Namespace) -> Any:
-    from clients._client import AdaptorClient
+Address = Annotated[str, typer.Option(
+    "--address", envvar="NASOA_ADAPTOR_ADDRESS", help="adaptor service", metavar="HOST:PORT",
+)]
+Timeout = Annotated[float, typer.Option("--timeout", min=0.1, metavar="SECONDS", help="deadline of each call")]
+Json = Annotated[bool, typer.Option("--json", help="print JSON (plain values, ISO times)")]
+Dataset = Annotated[str, typer.Argument(
+    metavar="DATASET",
+    help="builtin:digits, builtin:fashion-mnist, builtin:shapes (with ?train=N&test=N&seed=S), "
+    "or an ImageFolder path (made absolute; inside NASOA_DATA_ROOT when set)",
+)]
+Budget = Annotated[str, typer.Option("--budget", "-b", metavar="DURATION", help="time budget, e.g. 30s, 2m, 1h30m")]
+Models = Annotated[list[str] | None, typer.Option("--model", "-m", metavar="NAME", help="only this zoo model (repeatable)")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="device class of the workers to run on")]
+WatchTimeout = Annotated[float, typer.Option("--watch-timeout", metavar="SECONDS", help="give up following after this many seconds")]
+DEFAULT_ADDRESS = "127.0.0.1:50051"
 
-    return AdaptorClient(args.address, timeout=args.timeout)
+
+def _client(address: str, timeout: float) -> Any:
+    from nasoa import Client
+
+    return Client(address, timeout=timeout)
 
 
-def _task_from_args(args: argparse.Namespace) -> Any:
-    from adaptor_service._types import TaskSpec
-    from nasoa_data import compute_meta_features, resolve
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
 
-    budget = parse_budget(args.budget)
-    ref = resolve(args.dataset)  # raises DatasetError for a bad URI or a missing path
-    meta = compute_meta_features(ref).as_dict()
-    return TaskSpec(dataset_uri=args.dataset, budget_seconds=budget, meta_features=meta, device_class=args.device)
+    stream = sys.stderr if stderr else sys.stdout
+    # Tables printed into a pipe or a file get room instead of a terminal's default 80 columns.
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
-def _plan_lines(plan: Any) -> list[str]:
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def _plan_text(plan: Any) -> list[str]:
     p = plan.prediction
-    lines = [
+    return [
         f"plan ({plan.policy}): {plan.candidate.describe()}",
         f"  predicted accuracy {p.accuracy:.1f}% (+/- {p.accuracy_std:.1f}), "
         f"time {p.seconds:.1f}s (+/- {p.seconds_std:.1f}), margin x{plan.time_margin:.2f}"
-        + ("" if plan.feasible else "  [nothing predicted to fit: fastest candidate]"),
+        + ("" if plan.feasible else "  [nothing predicted to fit: the fastest candidate]"),
     ]
-    return lines
 
 
-def _job_dict(job: Any) -> dict[str, Any]:
-    from google.protobuf import json_format
-
-    from adaptor_service import _convert as convert
-
-    return json_format.MessageToDict(convert.job_to_pb(job), preserving_proto_field_name=True)
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    task = _task_from_args(args)
-    with _client(args) as client:
-        job = client.submit(task, job_id=args.job_id or "", models=args.model or [])
-        if args.json and not args.wait:
-            print(json.dumps(_job_dict(job), indent=2))
-            return 0
-        print(f"job {job.job_id} {job.state.value}: {args.dataset}, budget {task.budget_seconds:.0f}s")
-        for line in _plan_lines(job.plan):
-            print(line)
-        if not args.wait:
-            return 0
-        return _watch(client, job.job_id, args)
+def _result_text(job: Any) -> str:
+    if job.result is None:
+        return f"result: {job.state.value} {job.message}".rstrip()
+    r, p = job.result, job.plan.prediction
+    line = (f"result: {job.state.value} accuracy {r.accuracy:.1f}% in {r.seconds:.1f}s "
+            f"(budget {job.task.budget_seconds:.0f}s; predicted {p.accuracy:.1f}% in {p.seconds:.1f}s)")
+    return line + (f": {job.message}" if job.state.value == "FAILED" else f" {r.message}".rstrip())
 
 
-def _watch(client: Any, job_id: str, args: argparse.Namespace) -> int:
-    for event in client.watch_job(job_id, timeout=args.watch_timeout):
-        if event.kind == "progress":
-            print(f"  epoch {event.epoch}: accuracy {event.accuracy:.1f}% at {event.seconds:.1f}s", flush=True)
-        elif event.kind == "state":
-            print(f"  [{event.state.value}] {event.message}", flush=True)
-    job = client.get_job(job_id)
-    if args.json:
-        print(json.dumps(_job_dict(job), indent=2))
-    elif job.result is not None:
-        r = job.result
-        print(
-            f"result: {job.state.value} accuracy {r.accuracy:.1f}% in {r.seconds:.1f}s "
-            f"(budget {job.task.budget_seconds:.0f}s, predicted {job.plan.prediction.accuracy:.1f}% "
-            f"in {job.plan.prediction.seconds:.1f}s) {r.message}"
-        )
+# --------------------------------------------------------------------------- following a job
+
+
+class _Follower:
+    """Live progress of one job: a state line per change, an epoch bar and a budget bar.
+
+    Events are read on a thread so that the display stays alive while the job waits in its
+    queue, and so that a queue nobody consumes is noticed after ``grace`` seconds.
+    """
+
+    def __init__(self, client: Any, job: Any, console: Any, show: bool, grace: float | None) -> None:
+        self.client, self.job, self.console, self.show, self.grace = client, job, console, show, grace
+        self.events: queue.Queue[Any] = queue.Queue()
+
+    def _read(self, timeout: float) -> None:
+        try:
+            for event in self.client.events(self.job.job_id, timeout=timeout):
+                self.events.put(event)
+            self.events.put(None)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            self.events.put(exc)
+
+    def run(self, timeout: float) -> Any:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        threading.Thread(target=self._read, args=(timeout,), daemon=True, name="watch").start()
+        columns = (SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[note]}"), TimeElapsedColumn())
+        started = time.monotonic()
+        state = self.job.state.value
+        with Progress(*columns, console=self.console, disable=not self.show, transient=False) as bars:
+            status = bars.add_task(state.lower(), total=None, note="waiting for a worker")
+            epochs = None
+            budget = round(self.job.task.budget_seconds)
+            while True:
+                try:
+                    event = self.events.get(timeout=0.5)
+                except queue.Empty:
+                    if state == "QUEUED" and self.grace is not None and time.monotonic() - started > self.grace:
+                        self._check_workers()
+                        self.grace = None  # asked once
+                    continue
+                if event is None:
+                    break
+                if isinstance(event, BaseException):
+                    raise event
+                state = event.state.value
+                if event.kind == "progress":
+                    if epochs is None:
+                        epochs = bars.add_task("epochs", total=self.job.plan.candidate.epochs, note="")
+                        bars.update(status, visible=False)
+                        time_bar = bars.add_task("budget s", total=budget, note="")
+                    bars.update(epochs, completed=event.epoch, note=f"accuracy {event.accuracy:.1f}%")
+                    bars.update(time_bar, completed=min(round(event.seconds), budget), note="")
+                else:
+                    if self.show and event.message:
+                        bars.console.print(f"[{state}] {event.message}", markup=False)
+                    bars.update(status, description=state.lower(), note="")
+        return self.client.job(self.job.job_id)
+
+    def _check_workers(self) -> None:
+        from nasoa import queue_consumers
+
+        device = self.job.task.device_class
+        if queue_consumers(device) == []:
+            raise NoWorker(
+                f"job {self.job.job_id} is still QUEUED after {self.grace:.0f}s and no worker consumes the "
+                f"{device} queue: start one with `nasoa-worker --device {device}` (the job stays queued)"
+            )
+
+
+def _warn_without_workers(device: str, console: Any) -> None:
+    from nasoa import queue_consumers
+
+    if queue_consumers(device) == []:
+        console.print(f"{PROG}: warning: no worker consumes the {device} queue yet; the job waits until one "
+                      f"starts (`nasoa-worker --device {device}`)", markup=False)
+
+
+def _follow(client: Any, job: Any, as_json: bool, watch_timeout: float, grace: float | None) -> int:
+    job = _Follower(client, job, _console(stderr=True), show=not as_json, grace=grace).run(watch_timeout)
+    if as_json:
+        from nasoa import job_record
+
+        _print_json(job_record(job))
     else:
-        print(f"result: {job.state.value} {job.message}")
-    return 0 if job.state.value == "DONE" else 1
+        _console().print(_result_text(job), markup=False)
+    return EXIT_OK if job.state.value == "DONE" else EXIT_JOB_FAILED
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    task = _task_from_args(args)
-    with _client(args) as client:
-        plan = client.recommend(task, models=args.model or [], top_k=args.top_k)
-    if args.json:
-        from google.protobuf import json_format
-
-        from adaptor_service import _convert as convert
-
-        print(json.dumps(json_format.MessageToDict(convert.plan_to_pb(plan), preserving_proto_field_name=True), indent=2))
-        return 0
-    for line in _plan_lines(plan):
-        print(line)
-    for alt in plan.alternatives:
-        print(f"  - {alt.candidate.describe()}: {alt.prediction.accuracy:.1f}% in {alt.prediction.seconds:.1f}s, {alt.reason}")
-    return 0
+# --------------------------------------------------------------------------- commands
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        return _watch(client, args.job_id, args)
+@app.command()
+def submit(
+    dataset: Dataset,
+    budget: Budget,
+    model: Models = None,
+    device: DeviceOpt = Device.cpu,
+    job_id: Annotated[str, typer.Option(help="idempotency key: submitting it again returns the same job")] = "",
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job live and exit with its outcome")] = False,
+    worker_grace: Annotated[float, typer.Option(
+        help="with --wait: fail (exit 4) when the job is still queued this many seconds and no worker "
+        "consumes its queue")] = 60.0,
+    watch_timeout: WatchTimeout = 3600.0,
+    as_json: Json = False,
+    address: Address = DEFAULT_ADDRESS,
+    timeout: Timeout = 30.0,
+) -> int:
+    """Plan a fine-tuning task and queue it; --wait follows it to its result."""
+    with _client(address, timeout) as client:
+        job = client.submit(dataset, budget, models=model or (), device=device.value, job_id=job_id)
+        console = _console(stderr=True)
+        if not as_json:
+            _console().print(f"job {job.job_id} {job.state.value}: {job.task.dataset_uri}, "
+                             f"budget {job.task.budget_seconds:g}s", markup=False)
+            for line in _plan_text(job.plan):
+                _console().print(line, markup=False)
+        if job.state.value == "QUEUED":
+            _warn_without_workers(device.value, console)
+        if not wait:
+            if as_json:
+                from nasoa import job_record
+
+                _print_json(job_record(job))
+            return EXIT_OK
+        return _follow(client, job, as_json, watch_timeout, grace=worker_grace)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        jobs = [client.get_job(args.job_id)] if args.job_id else client.list_jobs(limit=args.limit)
-    if args.json:
-        print(json.dumps([_job_dict(j) for j in jobs], indent=2))
-        return 0
+@app.command()
+def plan(
+    dataset: Dataset,
+    budget: Budget,
+    model: Models = None,
+    device: DeviceOpt = Device.cpu,
+    top_k: Annotated[int, typer.Option(min=0, max=1000, help="runners-up to show")] = 5,
+    as_json: Json = False,
+    address: Address = DEFAULT_ADDRESS,
+    timeout: Timeout = 30.0,
+) -> int:
+    """Show the plan for a task and why each runner-up lost; nothing runs."""
+    with _client(address, timeout) as client:
+        result = client.plan(dataset, budget, models=model or (), device=device.value, top_k=top_k)
+    if as_json:
+        from nasoa import plan_record
+
+        _print_json(plan_record(result))
+        return EXIT_OK
+    console = _console()
+    for line in _plan_text(result):
+        console.print(line, markup=False)
+    for alt in result.alternatives:
+        p = alt.prediction
+        console.print(f"  - {alt.candidate.describe()}: {p.accuracy:.1f}% in {p.seconds:.1f}s; {alt.reason}",
+                      markup=False)
+    return EXIT_OK
+
+
+@app.command()
+def watch(
+    job_id: Annotated[str, typer.Argument(help="the job to follow")],
+    as_json: Json = False,
+    watch_timeout: WatchTimeout = 3600.0,
+    address: Address = DEFAULT_ADDRESS,
+    timeout: Timeout = 30.0,
+) -> int:
+    """Follow a job live until it finishes; exit 0 when DONE, 3 when it failed."""
+    with _client(address, timeout) as client:
+        return _follow(client, client.job(job_id), as_json, watch_timeout, grace=None)
+
+
+@app.command()
+def status(
+    job_id: Annotated[str | None, typer.Argument(help="one job; the latest jobs when omitted")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="jobs to list")] = 20,
+    as_json: Json = False,
+    address: Address = DEFAULT_ADDRESS,
+    timeout: Timeout = 30.0,
+) -> int:
+    """One job (with its error when it failed), or a table of the latest jobs."""
+    from nasoa import job_record
+
+    with _client(address, timeout) as client:
+        jobs = [client.job(job_id)] if job_id else client.jobs(limit=limit)
+    if as_json:
+        _print_json(job_record(jobs[0]) if job_id else [job_record(j) for j in jobs])
+        return EXIT_OK
+    if job_id:
+        job = jobs[0]
+        console = _console()
+        console.print(f"job {job.job_id} {job.state.value}: {job.task.dataset_uri}, budget "
+                      f"{job.task.budget_seconds:g}s, {job.task.device_class}", markup=False)
+        for line in _plan_text(job.plan):
+            console.print(line, markup=False)
+        if job.state.value == "FAILED":
+            console.print(f"error: {job.message}", markup=False)
+        elif job.message:
+            console.print(f"message: {job.message}", markup=False)
+        if job.result is not None:
+            console.print(_result_text(job), markup=False)
+            for point in job.result.curve:
+                console.print(f"  epoch {point.epoch}: {point.accuracy:.1f}% at {point.seconds:.1f}s", markup=False)
+        return EXIT_OK
+    _job_table(jobs, "latest jobs")
+    return EXIT_OK
+
+
+def _job_table(jobs: Sequence[Any], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for name, justify in (("job", "left"), ("state", "left"), ("dataset", "left"), ("budget", "right"),
+                          ("plan", "left"), ("pred acc", "right"), ("acc", "right"), ("pred s", "right"),
+                          ("s", "right"), ("error / message", "left")):
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for job in jobs:
-        result = f"{job.result.accuracy:.1f}% in {job.result.seconds:.1f}s" if job.result else "-"
-        print(f"{job.job_id}  {job.state.value:9s}  {job.task.dataset_uri}  {job.plan.candidate.describe()}  {result}")
-    return 0
+        p, r = job.plan.prediction, job.result
+        style = "red" if job.state.value in ("FAILED", "CANCELLED") else None
+        table.add_row(
+            job.job_id, job.state.value, job.task.dataset_uri, f"{job.task.budget_seconds:g}s",
+            job.plan.candidate.describe(), f"{p.accuracy:.1f}%", f"{r.accuracy:.1f}%" if r else "-",
+            f"{p.seconds:.1f}", f"{r.seconds:.1f}" if r else "-", job.message, style=style,
+        )
+    _console().print(table)
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        job = client.cancel_job(args.job_id)
-    print(f"job {job.job_id} {job.state.value}")
-    return 0
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="a QUEUED or RUNNING job")],
+    as_json: Json = False,
+    address: Address = DEFAULT_ADDRESS,
+    timeout: Timeout = 30.0,
+) -> int:
+    """Cancel a queued or running job."""
+    with _client(address, timeout) as client:
+        job = client.cancel(job_id)
+    if as_json:
+        from nasoa import job_record
+
+        _print_json(job_record(job))
+    else:
+        _console().print(f"job {job.job_id} {job.state.value}", markup=False)
+    return EXIT_OK
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
-    from google.protobuf import json_format
+@app.command()
+def models(
+    pattern: Annotated[str, typer.Argument(help="fnmatch pattern, e.g. 'etnas-*'")] = "",
+    zoo_address: Annotated[str, typer.Option(envvar="NASOA_ZOO_ADDRESS", help="zoo service HOST:PORT")]
+    = "127.0.0.1:50052",
+    as_json: Json = False,
+    timeout: Timeout = 30.0,
+) -> int:
+    """List the zoo's models with their sizes and measured step times."""
+    import grpc
 
-    with _client(args) as client:
-        stats = client.get_stats()
-    data = json_format.MessageToDict(stats, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
-    for key, value in data.items():
-        print(f"{key}: {value}")
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from clients._client import make_channel
+    from clients import make_channel
     from nasoa_api.v1 import zoo_pb2, zoo_pb2_grpc
 
-    with make_channel(args.zoo_address) as channel:
+    with make_channel(zoo_address) as channel:
         try:
             reply = zoo_pb2_grpc.ZooServiceStub(channel).ListModels(
-                zoo_pb2.ListModelsRequest(pattern=args.pattern), timeout=args.timeout
+                zoo_pb2.ListModelsRequest(pattern=pattern), timeout=timeout
             )
-        except Exception as exc:
-            from clients._client import map_rpc_error
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                from nasoa import ServiceUnreachable
 
-            raise map_rpc_error(exc) from None  # type: ignore[arg-type]
-    if args.json:
-        from google.protobuf import json_format
+                raise ServiceUnreachable(
+                    f"no zoo service answers at {zoo_address}: start one with `nasoa-zoo serve`, or point "
+                    "--zoo-address / NASOA_ZOO_ADDRESS at a running one"
+                ) from None
+            raise
+    rows = [{"name": m.name, "family": m.family, "num_params": int(m.num_params), "macs": int(m.macs),
+             "step_time_ms": dict(sorted(m.step_time_ms.items())), "step_batch_size": int(m.step_batch_size),
+             "source_accuracy": m.source_accuracy, "num_stages": int(m.num_stages)} for m in reply.models]
+    if as_json:
+        _print_json(rows)
+        return EXIT_OK
+    from rich.table import Table
 
-        print(json.dumps([json_format.MessageToDict(m, preserving_proto_field_name=True) for m in reply.models], indent=2))
-        return 0
-    for m in reply.models:
-        steps = ", ".join(f"{d} {ms:.1f}ms" for d, ms in sorted(m.step_time_ms.items()))
-        print(f"{m.name:24s} {m.num_params / 1e6:6.2f}M params  {m.macs / 1e6:8.1f}M MACs  step {steps}  source acc {m.source_accuracy:.1f}%")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """A table of finished jobs: predicted vs actual accuracy and time."""
-    with _client(args) as client:
-        jobs = [j for j in client.list_jobs(limit=args.limit) if j.result is not None]
-    jobs.sort(key=lambda j: j.created_at)
-    print(f"{'dataset':28s} {'budget':>7s} {'model':16s} {'pred acc':>8s} {'acc':>6s} {'pred s':>7s} {'sec':>6s}")
-    for j in jobs:
-        p, r = j.plan.prediction, j.result
-        print(f"{j.task.dataset_uri[:28]:28s} {j.task.budget_seconds:7.0f} {j.plan.candidate.model[:16]:16s} "
-              f"{p.accuracy:8.1f} {r.accuracy:6.1f} {p.seconds:7.1f} {r.seconds:6.1f}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Submit fine-tuning tasks to the NASOA adaptor and follow them.",
-        epilog="Example: nasoa-submit submit builtin:digits --budget 30s --wait",
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--address", default=os.environ.get("NASOA_ADAPTOR_ADDRESS", "127.0.0.1:50051"),
-                        help="adaptor service address (NASOA_ADAPTOR_ADDRESS; default %(default)s)")
-    common.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        # Every command takes the connection options, wherever the user puts them.
-        return subparsers.add_parser(name, parents=[common], help=help)
-
-    def task_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("dataset", help="builtin:digits, builtin:fashion-mnist, builtin:shapes, or an ImageFolder path")
-        p.add_argument("--budget", required=True, help="time budget, e.g. 30s, 2m, 1h")
-        p.add_argument("--model", action="append", help="restrict to this zoo model (repeatable)")
-        p.add_argument("--device", default="cpu", help="device class of the workers (cpu, cuda)")
-        p.add_argument("--json", action="store_true", help="print JSON")
-
-    p = command("submit", "plan and run a fine-tuning task")
-    task_args(p)
-    p.add_argument("--wait", action="store_true", help="follow the job and print its result")
-    p.add_argument("--job-id", help="idempotency key: submitting it again returns the same job")
-    p.add_argument("--watch-timeout", type=float, default=3600.0)
-    p.set_defaults(func=cmd_submit)
-
-    p = command("plan", "show the plan for a task without running it")
-    task_args(p)
-    p.add_argument("--top-k", type=int, default=5)
-    p.set_defaults(func=cmd_plan)
-
-    p = command("watch", "follow a job until it finishes")
-    p.add_argument("job_id")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--watch-timeout", type=float, default=3600.0)
-    p.set_defaults(func=cmd_watch)
-
-    p = command("status", "one job, or the latest jobs")
-    p.add_argument("job_id", nargs="?")
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_status)
-
-    p = command("cancel", "cancel a queued or running job")
-    p.add_argument("job_id")
-    p.set_defaults(func=cmd_cancel)
-
-    p = command("models", "list the zoo's models")
-    p.add_argument("pattern", nargs="?", default="")
-    p.add_argument("--zoo-address", default=os.environ.get("NASOA_ZOO_ADDRESS", "127.0.0.1:50052"))
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_models)
-
-    p = command("stats", "the adaptor's counts and prediction errors")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_stats)
-
-    p = command("report", "predicted vs actual of finished jobs")
-    p.add_argument("--limit", type=int, default=200)
-    p.set_defaults(func=cmd_report)
-    return parser
+    table = Table(title=f"zoo at {zoo_address}", title_justify="left")
+    for name in ("model", "params", "MACs", "step time", "source acc"):
+        table.add_column(name, justify="left" if name in ("model", "step time") else "right")
+    for r in rows:
+        steps = ", ".join(f"{d} {ms:.1f} ms" for d, ms in r["step_time_ms"].items())
+        table.add_row(r["name"], f"{r['num_params'] / 1e6:.2f}M", f"{r['macs'] / 1e6:.1f}M", steps,
+                      f"{r['source_accuracy']:.1f}%")
+    _console().print(table)
+    return EXIT_OK
 
 
-def _glue_negative_values(argv: Sequence[str]) -> list[str]:
-    """``--budget -5s`` -> ``--budget=-5s``, so argparse reports the value, not a missing one."""
-    out: list[str] = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        if args[i] == "--budget" and i + 1 < len(args) and args[i + 1].startswith("-"):
-            out.append(f"--budget={args[i + 1]}")
-            i += 2
-            continue
-        out.append(args[i])
-        i += 1
-    return out
+@app.command()
+def stats(as_json: Json = False, address: Address = DEFAULT_ADDRESS, timeout: Timeout = 30.0) -> int:
+    """The adaptor's counts and prediction errors."""
+    with _client(address, timeout) as client:
+        data = client.stats()
+    if as_json:
+        _print_json(data)
+        return EXIT_OK
+    console = _console()
+    by_state = ", ".join(f"{k} {v}" for k, v in data["jobs_by_state"].items()) or "none"
+    console.print(f"policy {data['policy']}, {data['candidates']} candidates, time margin x{data['time_margin']:.2f}\n"
+                  f"jobs {data['jobs']} ({by_state})\n"
+                  f"observations learned {data['observations']}\n"
+                  f"accuracy MAE {data['accuracy_mae']:.1f} points, time error {100 * data['time_relative_error']:.0f}%",
+                  markup=False)
+    return EXIT_OK
+
+
+@app.command()
+def report(
+    html: Annotated[Path | None, typer.Option("--html", help="write one self-contained HTML page here")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="latest jobs to include")] = 200,
+    as_json: Json = False,
+    address: Address = DEFAULT_ADDRESS,
+    timeout: Timeout = 30.0,
+) -> int:
+    """Finished jobs: predicted against actual, state and error; --html for plots."""
+    from nasoa import leaderboard_rows, write_report
+
+    with _client(address, timeout) as client:
+        jobs = client.jobs(limit=limit)
+        data = client.stats() if html else None
+    finished = sorted((j for j in jobs if j.result is not None), key=lambda j: j.created_at)
+    if html is not None:
+        path = write_report(jobs, html, stats=data)
+        if as_json:
+            _print_json({"html": str(path.resolve()), "jobs": len(finished)})
+        else:
+            _console().print(f"report of {len(finished)} finished jobs written to {path.resolve()}", markup=False)
+        return EXIT_OK
+    if as_json:
+        _print_json(leaderboard_rows(finished))
+        return EXIT_OK
+    _job_table(finished, f"{len(finished)} finished jobs, oldest first")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _exit_code(exc: BaseException) -> tuple[int, str] | None:
+    """The exit status and one-line message for an error a user can cause; None: a bug."""
+    from adaptor_service import FailedPrecondition, InvalidArgument, NotFound
+    from clients import AuthenticationError, ServiceTimeout, ServiceUnavailable
+    from nasoa import JobFailed, ServiceUnreachable
+
+    if isinstance(exc, ServiceUnreachable | NoWorker | ServiceUnavailable):
+        return EXIT_UNREACHABLE, str(exc)
+    if isinstance(exc, JobFailed):
+        return EXIT_JOB_FAILED, str(exc)
+    if isinstance(exc, AuthenticationError):
+        return EXIT_ERROR, f"{exc} (set NASOA_TOKEN)"
+    if isinstance(exc, ServiceTimeout | FailedPrecondition):
+        return EXIT_ERROR, str(exc)
+    if isinstance(exc, InvalidArgument | NotFound | ValueError | LookupError | OSError):
+        return EXIT_USAGE, str(exc)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(_glue_negative_values(sys.argv[1:] if argv is None else argv))
+    """Run the CLI; returns the exit status (see the module docstring)."""
+    from typer.exceptions import TyperException
+
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return int(args.func(args))
+        code = app(args=args, prog_name=PROG, standalone_mode=False)
+    except typer.Abort:
+        return 130
     except KeyboardInterrupt:
         return 130
+    except TyperException as exc:  # click's usage errors, as typer re-exports them
+        context = getattr(exc, "ctx", None)
+        command = f"{PROG} {context.info_name}" if context is not None and context.parent is not None else PROG
+        print(f"{PROG}: {' '.join(exc.format_message().split())} (see `{command} --help`)",  # type: ignore[attr-defined]
+              file=sys.stderr)
+        return int(getattr(exc, "exit_code", EXIT_USAGE))
     except Exception as exc:
-        # Everything a user can cause gets one line naming the problem.
-        known = (UsageError, ValueError, LookupError, PermissionError, ConnectionError, TimeoutError, RuntimeError)
-        if not isinstance(exc, known):
+        known = _exit_code(exc)
+        if known is None:
             raise
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        message = " ".join(known[1].split())  # one line, whatever the server sent
+        print(f"{PROG}: {message}", file=sys.stderr)
+        return known[0]
+    return int(code or 0)
 
 
 if __name__ == "__main__":

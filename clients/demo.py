@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from clients.local_cluster import LocalCluster
 
     broker = os.environ.get("NASOA_BROKER_URL", "")
-    warm = args.experience or None
+    warm = args.experience or None  # None: LocalCluster starts the adaptor cold
     print(f"starting zoo, adaptor and one worker (broker: {broker or 'embedded'}, state: {args.home}, "
           f"warm start: {warm or 'none'})", flush=True)
     started = time.monotonic()

@@ -71,8 +71,8 @@ class LocalCluster:
         self.policy = policy
         self.fresh = fresh
         self.extra_env = dict(env or {})
-        if warm_start is not None:
-            self.extra_env["NASOA_WARM_START"] = str(Path(warm_start).resolve())
+        # None: a cold adaptor (tests and benchmarks choose their experience explicitly).
+        self.extra_env["NASOA_WARM_START"] = "none" if warm_start is None else str(Path(warm_start).resolve())
         self.log_dir = Path(log_dir) if log_dir else self.home / "logs"
         self.adaptor_address = f"127.0.0.1:{free_port()}"
         self.zoo_address = f"127.0.0.1:{free_port()}"
