@@ -17,6 +17,7 @@ _EXPORTS = {
     "ServiceTimeout": "clients._client",
     "ServiceUnavailable": "clients._client",
     "make_channel": "clients._client",
+    "map_rpc_error": "clients._client",
     "LocalCluster": "clients.local_cluster",
 }
 __all__ = sorted(_EXPORTS)

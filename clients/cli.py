@@ -371,14 +371,18 @@ def models(
                 zoo_pb2.ListModelsRequest(pattern=pattern), timeout=timeout
             )
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+            try:
+                grpc.channel_ready_future(channel).result(timeout=1.0)
+            except grpc.FutureTimeoutError:
                 from nasoa import ServiceUnreachable
 
                 raise ServiceUnreachable(
                     f"no zoo service answers at {zoo_address}: start one with `nasoa-zoo serve`, or point "
                     "--zoo-address / NASOA_ZOO_ADDRESS at a running one"
                 ) from None
-            raise
+            from clients import map_rpc_error
+
+            raise map_rpc_error(exc) from None
     rows = [{"name": m.name, "family": m.family, "num_params": int(m.num_params), "macs": int(m.macs),
              "step_time_ms": dict(sorted(m.step_time_ms.items())), "step_batch_size": int(m.step_batch_size),
              "source_accuracy": m.source_accuracy, "num_stages": int(m.num_stages)} for m in reply.models]

@@ -97,11 +97,11 @@ def _explained(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: Client, *args: Any, **kwargs: Any) -> Any:
-        from clients import ServiceUnavailable
+        from clients import ServiceTimeout, ServiceUnavailable
 
         try:
             return method(self, *args, **kwargs)
-        except ServiceUnavailable as exc:
+        except (ServiceUnavailable, ServiceTimeout) as exc:
             if self.reachable(timeout=1.0):
                 raise  # the server answered: its own error (e.g. the broker is down)
             raise ServiceUnreachable(self.unreachable_message()) from exc
@@ -191,11 +191,11 @@ class Client:
 
     def events(self, job_id: str, timeout: float = 3600.0) -> Iterator[JobEvent]:
         """The job's events (state changes, epochs, result) until it finishes."""
-        from clients import ServiceUnavailable
+        from clients import ServiceTimeout, ServiceUnavailable
 
         try:
             yield from self.rpc.watch_job(job_id, timeout=timeout)
-        except ServiceUnavailable as exc:
+        except (ServiceUnavailable, ServiceTimeout) as exc:
             if self.reachable(timeout=1.0):
                 raise
             raise ServiceUnreachable(self.unreachable_message()) from exc

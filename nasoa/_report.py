@@ -74,7 +74,7 @@ def _figures(jobs: Sequence[Any]) -> dict[str, str]:
 
     both = make_subplots(rows=1, cols=2, subplot_titles=("accuracy (%)", "time (s)"))
     for col, (pred, real) in enumerate(((pred_acc, acc), (pred_sec, sec)), start=1):
-        both.add_trace(go.Scatter(x=pred, y=real, mode="markers", text=hover, name=("accuracy", "time")[col - 1],
+        both.add_trace(go.Scatter(x=pred, y=real, mode="markers", hovertext=hover, name=("accuracy", "time")[col - 1],
                                   marker={"size": 9}), row=1, col=col)
         top = max([*pred, *real, 1.0])
         both.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="predicted = actual",
@@ -85,19 +85,19 @@ def _figures(jobs: Sequence[Any]) -> dict[str, str]:
 
     n = list(range(1, len(jobs) + 1))
     stream = make_subplots(rows=1, cols=2, subplot_titles=("prediction error", "regret (accuracy points)"))
-    stream.add_trace(go.Scatter(x=n, y=[abs(p - a) for p, a in zip(pred_acc, acc, strict=True)], text=hover,
+    stream.add_trace(go.Scatter(x=n, y=[abs(p - a) for p, a in zip(pred_acc, acc, strict=True)], hovertext=hover,
                                 mode="lines+markers", name="accuracy error (points)"), row=1, col=1)
     stream.add_trace(go.Scatter(x=n, y=[100 * abs(p - s) / max(s, 1e-9) for p, s in zip(pred_sec, sec, strict=True)],
-                                text=hover, mode="lines+markers", name="time error (% of actual)"), row=1, col=1)
+                                hovertext=hover, mode="lines+markers", name="time error (% of actual)"), row=1, col=1)
     regret = regrets(jobs)
     mean = [sum(regret[:i]) / i for i in n]
-    stream.add_trace(go.Bar(x=n, y=regret, text=hover, name="regret"), row=1, col=2)
+    stream.add_trace(go.Bar(x=n, y=regret, hovertext=hover, name="regret"), row=1, col=2)
     stream.add_trace(go.Scatter(x=n, y=mean, mode="lines", name="mean regret so far"), row=1, col=2)
     stream.update_xaxes(title_text="job (in submission order)")
     stream.update_layout(height=420, margin={"t": 40})
 
     budget = go.Figure(go.Bar(
-        x=ids, y=[100 * j.result.seconds / j.task.budget_seconds for j in jobs], text=hover,
+        x=ids, y=[100 * j.result.seconds / j.task.budget_seconds for j in jobs], hovertext=hover,
         marker={"color": ["#1f77b4" if j.state.value == "DONE" else "#d62728" for j in jobs]}, name="budget used",
     ))
     budget.add_hline(y=100, line_dash="dot", annotation_text="budget")
