@@ -167,22 +167,23 @@ class _Follower:
         return self.client.job(self.job.job_id)
 
     def _check_workers(self) -> None:
-        from nasoa import queue_consumers
+        from nasoa import broker_name, queue_consumers
 
         device = self.job.task.device_class
         if queue_consumers(device) == []:
             raise NoWorker(
                 f"job {self.job.job_id} is still QUEUED after {self.grace:.0f}s and no worker consumes the "
-                f"{device} queue: start one with `nasoa-worker --device {device}` (the job stays queued)"
+                f"{device} queue on {broker_name()}: start one with `nasoa-worker --device {device}` "
+                "(the job stays queued)"
             )
 
 
 def _warn_without_workers(device: str, console: Any) -> None:
-    from nasoa import queue_consumers
+    from nasoa import broker_name, queue_consumers
 
     if queue_consumers(device) == []:
-        console.print(f"{PROG}: warning: no worker consumes the {device} queue yet; the job waits until one "
-                      f"starts (`nasoa-worker --device {device}`)", markup=False)
+        console.print(f"{PROG}: warning: no worker consumes the {device} queue on {broker_name()} yet; the job "
+                      f"waits until one starts (`nasoa-worker --device {device}`)", markup=False)
 
 
 def _follow(client: Any, job: Any, as_json: bool, watch_timeout: float, grace: float | None) -> int:
@@ -209,7 +210,7 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="follow the job live and exit with its outcome")] = False,
     worker_grace: Annotated[float, typer.Option(
         help="with --wait: fail (exit 4) when the job is still queued this many seconds and no worker "
-        "consumes its queue")] = 60.0,
+        "consumes its queue (0: never)")] = 60.0,
     watch_timeout: WatchTimeout = 3600.0,
     as_json: Json = False,
     address: Address = DEFAULT_ADDRESS,
@@ -232,7 +233,7 @@ def submit(
 
                 _print_json(job_record(job))
             return EXIT_OK
-        return _follow(client, job, as_json, watch_timeout, grace=worker_grace)
+        return _follow(client, job, as_json, watch_timeout, grace=worker_grace or None)
 
 
 @app.command()

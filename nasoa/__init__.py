@@ -34,6 +34,7 @@ _EXPORTS = {
     "stats_record": "nasoa._records",
     "regrets": "nasoa._report",
     "write_report": "nasoa._report",
+    "broker_name": "nasoa._workers",
     "queue_consumers": "nasoa._workers",
 }
 __all__ = sorted(_EXPORTS)

@@ -1,16 +1,29 @@
 """Is any worker consuming a device class's queue? Asked through Celery's remote control.
 
 The broker is the one the workers use (``NASOA_BROKER_URL``, default the embedded one under
-``$NASOA_HOME``); the answer is None when that broker cannot be asked from here.
+``$NASOA_HOME``); the answer is None when that broker cannot be asked from here (unreachable,
+or an embedded broker that does not exist on this machine).
 """
 
 from __future__ import annotations
 
 import logging
 
-__all__ = ["queue_consumers"]
+__all__ = ["broker_name", "queue_consumers"]
 
 log = logging.getLogger("nasoa.workers")
+
+
+def broker_name() -> str:
+    """The workers' broker as the user configured it, without its password."""
+    import os
+
+    from kombu.utils.url import maybe_sanitize_url
+
+    from worker._config import nasoa_home
+
+    url = os.environ.get("NASOA_BROKER_URL", "")
+    return maybe_sanitize_url(url) if url else f"the embedded broker in {nasoa_home() / 'broker'}"
 
 
 def queue_consumers(device_class: str, timeout: float = 1.0) -> list[str] | None:
@@ -18,7 +31,12 @@ def queue_consumers(device_class: str, timeout: float = 1.0) -> list[str] | None
 
     Every worker answers Celery's ``inspect().active_queues()`` within ``timeout`` seconds.
     """
-    from worker._config import queue_for
+    import os
+
+    from worker._config import nasoa_home, queue_for
+
+    if not os.environ.get("NASOA_BROKER_URL") and not (nasoa_home() / "broker").is_dir():
+        return None  # no embedded broker here: the workers use one elsewhere
     from worker.celery import app
 
     queue = queue_for(device_class)

@@ -35,6 +35,7 @@ def home(tmp_path, monkeypatch):
     """An empty embedded broker: the CLI's worker check finds nobody consuming the queue."""
     monkeypatch.setenv("NASOA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NASOA_BROKER_URL", "")
+    (tmp_path / "home" / "broker").mkdir(parents=True)
     return tmp_path / "home"
 
 
@@ -100,7 +101,7 @@ def test_every_command_prints_parseable_json_with_plain_values(served, home):
     assert job["state"] == "QUEUED" and job["budget_seconds"] == 45.0
     assert job["created_at"].endswith("+00:00") and "T" in job["created_at"]  # ISO 8601, UTC
     assert isinstance(job["plan"]["hparams"]["batch_size"], int)  # not {"number": 64.0}
-    assert "no worker consumes the cpu queue" in proc.stderr  # the warning, on stderr
+    assert "no worker consumes the cpu queue on the embedded broker" in proc.stderr  # the warning, on stderr
 
     status = json.loads(nasoa_submit("status", job["job_id"], "--json", address=address).stdout)
     assert status["job_id"] == job["job_id"] and status["state"] == "QUEUED"
