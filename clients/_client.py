@@ -207,7 +207,7 @@ class AdaptorClient:
         return convert.plan_from_pb(msg)
 
     def observe_requests(self, requests: Iterable[pb.ObserveRequest], timeout: float | None = None) -> pb.ObserveSummary:
-        """Stream raw ObserveRequest messages (one call, not retried: the iterator is spent)."""
+        """Stream raw ObserveRequest messages (retried by the channel while they fit its retry buffer)."""
         return self._call(
             lambda: self._stub.Observe(iter(requests), timeout=timeout or self.timeout, metadata=self._metadata)
         )
@@ -261,25 +261,34 @@ class AdaptorClient:
         )
 
     def watch_job(self, job_id: str, after_seq: int = 0, timeout: float = 3600.0) -> Iterator[JobEvent]:
-        """Events of a job until it finishes; reconnects (from the last seq) if the stream breaks."""
+        """Events of a job until it finishes; resumes from the last event if the stream breaks.
+
+        gRPC retries a call only before its first reply, so a stream cut mid-way is resumed
+        here (``after_seq``), up to ``retries`` times in a row.
+        """
+        from tenacity import Retrying, retry_if_exception_type, wait_exponential
+
         deadline = time.monotonic() + timeout
         seq = after_seq
-        failures = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ServiceTimeout(f"job {job_id} did not finish within {timeout:.0f}s")
-            try:
-                stream = self._stub.WatchJob(
-                    pb.WatchJobRequest(job_id=job_id, after_seq=seq), timeout=remaining, metadata=self._metadata
-                )
-                for msg in stream:
-                    failures = 0
-                    seq = msg.seq
-                    yield convert.event_from_pb(msg)
-                return
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or failures >= self.retries:  # type: ignore[attr-defined]
+        failures = 0  # in a row, without an event in between
+
+        def gave_up(_state: object) -> bool:
+            return failures > self.retries
+
+        retrying = Retrying(retry=retry_if_exception_type(ServiceUnavailable), stop=gave_up,
+                            wait=wait_exponential(multiplier=0.2, max=2.0), reraise=True)
+        for attempt in retrying:
+            with attempt:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ServiceTimeout(f"job {job_id} did not finish within {timeout:.0f}s")
+                try:
+                    stream = self._stub.WatchJob(
+                        pb.WatchJobRequest(job_id=job_id, after_seq=seq), timeout=remaining, metadata=self._metadata
+                    )
+                    for msg in stream:
+                        seq, failures = msg.seq, 0
+                        yield convert.event_from_pb(msg)
+                except grpc.RpcError as exc:
+                    failures += 1
                     raise map_rpc_error(exc) from None
-                failures += 1
-                time.sleep(min(2.0, 0.2 * 2**failures))

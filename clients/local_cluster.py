@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -30,21 +31,27 @@ def free_port() -> int:
 
 
 def wait_serving(address: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Block until the gRPC health service at ``address`` answers SERVING."""
+    """Block until the gRPC health service at ``address`` answers SERVING.
+
+    Waits on the channel's readiness (``grpc.channel_ready_future``); a watcher thread cancels
+    that wait if ``process`` exits first.
+    """
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
+        ready = grpc.channel_ready_future(channel)
+        if process is not None:
+            threading.Thread(target=lambda: (process.wait(), ready.cancel()), daemon=True).start()
+        try:
+            ready.result(timeout=timeout)
+        except grpc.FutureCancelledError:
+            raise RuntimeError(f"the process serving {address} exited with status {process.returncode}") from None
+        except grpc.FutureTimeoutError:
+            raise TimeoutError(f"nothing served at {address} within {timeout:.0f}s") from None
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"the process serving {address} exited with status {process.returncode}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise TimeoutError(f"nothing served at {address} within {timeout:.0f}s")
+        reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=max(1.0, deadline - time.monotonic()),
+                           wait_for_ready=True)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise RuntimeError(f"the service at {address} is {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
 
 
 class LocalCluster:

@@ -147,19 +147,22 @@ class JobRunner:
         )
 
     def _report_result(self, client: object, observation: Observation) -> None:
-        """Deliver the result, retrying for a while: Observe is idempotent by job id."""
-        deadline = time.monotonic() + RESULT_RETRY_SECONDS
-        delay = 0.5
-        while True:
-            try:
+        """Deliver the result, retrying while the adaptor is unreachable: Observe is idempotent by job id.
+
+        The channel's retry policy covers short blips; this covers an adaptor that is down for
+        minutes (a restart), for up to RESULT_RETRY_SECONDS.
+        """
+        from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential
+
+        for attempt in Retrying(
+            retry=retry_if_exception_type(ConnectionError),
+            stop=stop_after_delay(RESULT_RETRY_SECONDS),
+            wait=wait_exponential(multiplier=0.5, max=10.0),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        ):
+            with attempt:
                 client.observe([observation])  # type: ignore[attr-defined]
-                return
-            except ConnectionError as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("adaptor unreachable (%s): retrying the result in %.1fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
 
 class _Cancelled(Exception):
