@@ -111,7 +111,36 @@ def _watch(client: Any, job_id: str, args: argparse.Namespace) -> int:
         )
     else:
         print(f"result: {job.state.value} {job.message}")
+    if not args.json and job.result is not None and job.result.artifact_id:
+        print(f"model: artifact {job.result.artifact_id} in the artifact store (zoo service); get it with:\n"
+              f"  nasoa-submit download {job_id} -o ./{job_id}     or: nasoa-submit predict {job_id} IMAGES...")
     return 0 if job.state.value == "DONE" else 1
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from clients._artifacts import download_job
+
+    folder = download_job(args.job_id, args.output, adaptor_address=args.address, zoo_address=args.zoo_address,
+                          timeout=args.timeout)  # fmt: skip
+    manifest = json.loads((folder / "manifest.json").read_text())
+    print(f"job {args.job_id}: {manifest['base_model']['name']} fine-tuned on {manifest['dataset']['uri']}, "
+          f"test accuracy {manifest['test_accuracy']:.1f}% -> {folder}/ (model.safetensors, manifest.json, SHA256SUMS)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from clients._finetuned import expand_images, load_finetuned
+
+    model = load_finetuned(args.job_id, adaptor_address=args.address, zoo_address=args.zoo_address)
+    images = expand_images(args.images)
+    predictions = model.predict(images)
+    if args.json:
+        rows = [{"image": str(i), "class": c, "probability": round(p, 6)} for i, (c, p) in zip(images, predictions, strict=True)]
+        print(json.dumps(rows, indent=2))
+    else:
+        for image, (cls, prob) in zip(images, predictions, strict=True):
+            print(f"{image}\t{cls}\t{prob:.4f}")
+    return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -264,6 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 
+    zoo_address = os.environ.get("NASOA_ZOO_ADDRESS", "127.0.0.1:50052")
+    p = command("download", "download a finished job's fine-tuned model (sha256-verified)")
+    p.add_argument("job_id")
+    p.add_argument("-o", "--output", help="folder to write into (default: ./JOB_ID)")
+    p.add_argument("--zoo-address", default=zoo_address, help="artifact store (zoo service) address")
+    p.set_defaults(func=cmd_download)
+
+    p = command("predict", "classify images with a job's fine-tuned model (downloaded into $NASOA_HOME/models)")
+    p.add_argument("job_id", help="a job id, or the folder of a downloaded model")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--zoo-address", default=zoo_address, help="artifact store (zoo service) address")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
     p = command("stats", "the adaptor's counts and prediction errors")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
@@ -297,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         # Everything a user can cause gets one line naming the problem.
-        known = (UsageError, ValueError, LookupError, PermissionError, ConnectionError, TimeoutError, RuntimeError)
+        known = (UsageError, ValueError, LookupError, PermissionError, OSError, TimeoutError, RuntimeError)
         if not isinstance(exc, known):
             raise
         print(f"{PROG}: {exc}", file=sys.stderr)

@@ -215,12 +215,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from zoo_store._artifacts import ArtifactSettings, ArtifactStore, artifact_token
     from zoo_store._service import make_zoo_server
 
     token = os.environ.get(args.admin_token_env) or None
     store = _store(args)
     address = f"{args.address}:{args.port}"
-    server, port, health = make_zoo_server(store, address=address, admin_token=token, return_health=True)
+    settings = ArtifactSettings.from_env()
+    artifacts = ArtifactStore(settings.resolve_directory(store.root), settings)
+    server, port, health = make_zoo_server(
+        store, address=address, admin_token=token, return_health=True, artifacts=artifacts,
+        artifact_token=settings.token or artifact_token(create=True), guard_artifact_reads=bool(settings.token),
+    )  # fmt: skip
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -231,7 +237,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.start()
     print(
         f"nasoa-zoo serving {len(store.list_models())} models from {store.root} on "
-        f"{args.address}:{port} (admin {'enabled' if token else 'disabled'})",
+        f"{args.address}:{port} (admin {'enabled' if token else 'disabled'}); "
+        f"{len(artifacts.records())} artifacts in {artifacts.root} (uploads need the token"
+        f"{', reads too' if settings.token else ''})",
         flush=True,
     )
     stop.wait()
