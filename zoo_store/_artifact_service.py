@@ -101,7 +101,7 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
         except ArtifactError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except ArtifactNotFound as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc).strip("'\""))
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except StoreFull as exc:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
 
