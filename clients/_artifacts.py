@@ -173,8 +173,7 @@ class ArtifactClient:
                     dest.unlink()
                 for attempt in (1, 2):
                     partial = folder / f"{name}.part"
-                    self._fetch_into(artifact.artifact_id, name, size, partial, bar)
-                    if _sha256_file(partial) == sha:
+                    if self._fetch_into(artifact.artifact_id, name, size, partial, bar) == sha:
                         os.replace(partial, dest)
                         break
                     partial.unlink()
@@ -187,40 +186,52 @@ class ArtifactClient:
         (folder / SUMS).write_text(sums)
         return folder
 
-    def _fetch_into(self, artifact_id: str, name: str, size: int, partial: Path, bar: Any) -> None:
-        def attempt() -> None:
+    def _fetch_into(self, artifact_id: str, name: str, size: int, partial: Path, bar: Any) -> str:
+        """Complete ``partial`` from its size on; returns the sha256 of the whole file."""
+        from zoo_store._artifacts import _hash_prefix
+
+        def attempt() -> str:
             offset = partial.stat().st_size if partial.exists() else 0
             if offset > size:  # longer than the file: certainly wrong
                 partial.unlink()
                 offset = 0
+            digest = _hash_prefix(partial, offset)  # then hashed as it arrives: one pass over the bytes
             if offset == size:
-                return
+                return digest.hexdigest()
             request = apb.DownloadFileRequest(artifact_id=artifact_id, name=name, offset=offset, chunk_size=CHUNK_BYTES)
             with open(partial, "ab") as out:
                 for chunk in self._stub.DownloadFile(request, timeout=self.timeout, metadata=self._metadata):
                     if chunk.offset != out.tell():
                         raise ValueError(f"the store sent offset {chunk.offset} of {name}, expected {out.tell()}")
                     out.write(chunk.data)
+                    digest.update(chunk.data)
                     bar.update(len(chunk.data))
+            return digest.hexdigest()
 
         already = partial.stat().st_size if partial.exists() else 0
         bar.update(min(already, size))
-        self._retrying(f"download of {name}", attempt)
+        return self._retrying(f"download of {name}", attempt)
 
     # ---- uploading
 
-    def upload(self, job_id: str, weights: Path, manifest: Path, job_created_at: float = 0.0) -> StoredArtifact:
-        """Upload both files (resuming where the store stopped) and commit the job's artifact."""
+    def upload(self, job_id: str, weights: Path, manifest: Path, job_created_at: float = 0.0,
+               sha256: dict[str, str] | None = None) -> StoredArtifact:  # fmt: skip
+        """Upload both files (resuming where the store stopped) and commit the job's artifact.
+
+        ``sha256`` may give the files' digests by name when the caller has them (from saving).
+        """
+        known = dict(sha256 or {})
         for path in (weights, manifest):  # the manifest last: it names the weights
-            self._upload_file(job_id, path)
-        request = apb.CommitArtifactRequest(job_id=job_id, manifest_sha256=_sha256_file(manifest),
+            known[path.name] = known.get(path.name) or _sha256_file(path)
+            self._upload_file(job_id, path, known[path.name])
+        request = apb.CommitArtifactRequest(job_id=job_id, manifest_sha256=known[manifest.name],
                                             job_created_at=job_created_at)  # fmt: skip
         msg = self._retrying("commit", lambda: self._stub.CommitArtifact(request, timeout=self.timeout,
                                                                           metadata=self._metadata))  # fmt: skip
         return StoredArtifact.from_pb(msg)
 
-    def _upload_file(self, job_id: str, path: Path) -> None:
-        file = apb.ArtifactFile(name=path.name, sha256=_sha256_file(path), size=path.stat().st_size)
+    def _upload_file(self, job_id: str, path: Path, sha256: str) -> None:
+        file = apb.ArtifactFile(name=path.name, sha256=sha256, size=path.stat().st_size)
 
         def requests(offset: int) -> Iterator[apb.UploadFileRequest]:
             yield apb.UploadFileRequest(header=apb.UploadHeader(job_id=job_id, file=file, offset=offset))

@@ -97,9 +97,10 @@ def deliver(settings: WorkerSettings, job: Job, model: nn.Module, manifest: dict
         folder = Path(tmp)
         sha, size = save_safetensors(model.state_dict(), folder / WEIGHTS)
         manifest = {**manifest, "files": {WEIGHTS: {"sha256": sha, "size": size}}}
-        atomic_write_bytes(folder / MANIFEST, manifest_bytes(manifest))
+        manifest_sha, _ = atomic_write_bytes(folder / MANIFEST, manifest_bytes(manifest))
         with ArtifactClient(settings.zoo_address, timeout=settings.rpc_timeout) as store:
-            stored = store.upload(job.job_id, folder / WEIGHTS, folder / MANIFEST, job_created_at=job.created_at)
+            stored = store.upload(job.job_id, folder / WEIGHTS, folder / MANIFEST, job_created_at=job.created_at,
+                                  sha256={WEIGHTS: sha, MANIFEST: manifest_sha})  # fmt: skip
     log.info("artifact %s of job %s uploaded (%d bytes)%s", stored.artifact_id, job.job_id, stored.size_bytes,
              " (already stored by an earlier delivery)" if stored.existed else "")  # fmt: skip
     pause = float(os.environ.get("NASOA_TEST_PAUSE_AFTER_UPLOAD", "0") or 0)

@@ -48,8 +48,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from zoo_store._checkpoints import atomic_write_bytes, fsync_dir, sha256_file, validate_safetensors_header
+from zoo_store._checkpoints import atomic_write_bytes, fsync_dir, validate_safetensors_header
 
 ARTIFACT_FILES = ("model.safetensors", "manifest.json")
 
@@ -305,6 +306,7 @@ class ArtifactStore:
         self._check_space(file.size - offset)
         partial = self._partial(job_id, file)
         partial.parent.mkdir(parents=True, exist_ok=True)
+        digest = _hash_prefix(partial, offset)  # then hashed as it arrives: one pass over the bytes
         size = offset
         try:
             with open(partial, "ab") as out:
@@ -313,6 +315,7 @@ class ArtifactStore:
                     if size > file.size:
                         raise ArtifactError(f"{file.name} upload sent more than the {file.size} bytes announced")
                     out.write(data)
+                    digest.update(data)
                 out.flush()
                 os.fsync(out.fileno())
         except ArtifactError:
@@ -325,7 +328,7 @@ class ArtifactStore:
             raise
         if size < file.size:  # the stream ended early: keep the partial file to resume from
             raise ArtifactError(f"{file.name} upload ended at byte {size} of {file.size}; resume from there")
-        actual = sha256_file(partial)
+        actual = digest.hexdigest()
         if actual != file.sha256:
             self._discard(partial)
             raise ArtifactError(
@@ -435,6 +438,17 @@ class ArtifactStore:
             if folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
                 log.info("dropped stale partial upload %s", folder.name)
+
+
+def _hash_prefix(path: Path, size: int) -> Any:
+    """A sha256 object fed with the first ``size`` bytes of ``path`` (none when 0)."""
+    digest = hashlib.sha256()
+    if size:
+        with open(path, "rb") as f:
+            while size > 0 and (block := f.read(min(1 << 20, size))):
+                digest.update(block)
+                size -= len(block)
+    return digest
 
 
 def _read_manifest(path: Path, job_id: str) -> dict:
