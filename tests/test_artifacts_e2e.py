@@ -12,11 +12,9 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from kombu import Connection
 
 from adaptor_service import JobState, TaskSpec
 from clients.local_cluster import LocalCluster
@@ -26,17 +24,6 @@ pytestmark = pytest.mark.integration
 
 DIGITS = "builtin:digits"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def queue_prefix(rabbitmq_url, monkeypatch):
-    prefix = f"nasoa-test-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("NASOA_QUEUE_PREFIX", prefix)
-    yield prefix
-    with Connection(rabbitmq_url) as conn:
-        channel = conn.channel()
-        for device in ("cpu", "cuda"):
-            channel.queue_delete(f"{prefix}.{device}")
 
 
 def _cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:

@@ -25,6 +25,7 @@ from zoo_store._artifacts import (
     OffsetMismatch,
     StoreFull,
 )
+from zoo_store._service import _abort_handler
 
 __all__ = ["ARTIFACT_CHUNK_BYTES", "ArtifactServicer", "ArtifactTokenInterceptor", "record_to_pb"]
 
@@ -33,17 +34,6 @@ ARTIFACT_CHUNK_BYTES = 4 << 20
 _SERVICE = "/nasoa.v1.ArtifactService/"
 UPLOAD_METHODS = frozenset(_SERVICE + m for m in ("GetUploadOffset", "UploadFile", "CommitArtifact"))
 READ_METHODS = frozenset(_SERVICE + m for m in ("GetArtifact", "DownloadFile"))
-
-
-def _abort_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
-    def abort(_request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(code, details)
-
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(abort)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(abort)
-    return grpc.unary_unary_rpc_method_handler(abort)
 
 
 class ArtifactTokenInterceptor(grpc.ServerInterceptor):
