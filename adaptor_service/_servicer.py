@@ -152,6 +152,8 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
                 curve=convert.curve_from_pb(request.result.curve),
                 status=request.result.status or "ok",
                 message=request.result.message,
+                artifact_id=request.result.artifact_id,
+                artifact_sha256=request.result.artifact_sha256,
             ), job
         if not request.HasField("task") or not request.HasField("candidate"):
             raise NotFound(

@@ -3,7 +3,8 @@
 - ``replay``: the QuickTune-extended replay of real fine-tuning meta-data (policies, regret);
 - ``live``: a stream of real fine-tuning requests through the running service, per policy;
 - ``service``: Recommend latency and Observe throughput, through gRPC and direct;
-- ``zoo``: training step time of the zoo against torchvision baselines at equal accuracy.
+- ``zoo``: training step time of the zoo against torchvision baselines at equal accuracy;
+- ``artifacts``: model upload/download throughput against a file copy, save+upload share of a job.
 """
 
 from __future__ import annotations
@@ -83,6 +84,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_artifacts(args: argparse.Namespace) -> int:
+    from benchmarks._artifact_bench import format_artifact_result, run_artifact_benchmark
+
+    log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    models = [m for m in (args.models or "").split(",") if m] or None
+    result = run_artifact_benchmark(args.size_mb, args.repeats, args.epochs, models, not args.no_jobs, progress=log)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else format_artifact_result(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nasoa-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experience table every policy's adaptor starts from ('' for a cold start)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_live)
+
+    p = sub.add_parser("artifacts", help="model upload/download throughput vs a file copy; save+upload share of a job")
+    p.add_argument("--size-mb", type=float, default=64.0, help="size of the transferred safetensors file")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=2, help="epochs of each job's fine-tune")
+    p.add_argument("--models", help="comma-separated zoo models (default: the whole default zoo)")
+    p.add_argument("--no-jobs", action="store_true", help="throughput only")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_artifacts)
 
     return parser
 

@@ -3,6 +3,8 @@
 - ``AdaptorClient`` (``clients._client``): the adaptor's typed Python client.
 - ``clients.cli``: ``nasoa-submit``.
 - ``LocalCluster`` (``clients.local_cluster``): zoo, adaptor and workers on this machine.
+- ``load_finetuned`` / ``FineTuned`` (``clients._finetuned``): a job's fine-tuned model, to predict with.
+- ``ArtifactClient`` / ``download_job`` (``clients._artifacts``): the artifact store's client.
 - ``clients.demo``: the README's main job.
 """
 
@@ -19,6 +21,13 @@ _EXPORTS = {
     "make_channel": "clients._client",
     "map_rpc_error": "clients._client",
     "LocalCluster": "clients.local_cluster",
+    "ArtifactClient": "clients._artifacts",
+    "ArtifactStoreFull": "clients._artifacts",
+    "ModelNotReady": "clients._artifacts",
+    "download_job": "clients._artifacts",
+    "FineTuned": "clients._finetuned",
+    "expand_images": "clients._finetuned",
+    "load_finetuned": "clients._finetuned",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -64,6 +64,10 @@ Dataset = Annotated[str, typer.Argument(
 Budget = Annotated[str, typer.Option("--budget", "-b", metavar="DURATION", help="time budget, e.g. 30s, 2m, 1h30m")]
 Models = Annotated[list[str] | None, typer.Option("--model", "-m", metavar="NAME", help="only this zoo model (repeatable)")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="device class of the workers to run on")]
+ZooAddress = Annotated[str, typer.Option(
+    "--zoo-address", envvar="NASOA_ZOO_ADDRESS", metavar="HOST:PORT", help="zoo service (and artifact store)",
+)]
+DEFAULT_ZOO_ADDRESS = "127.0.0.1:50052"
 WatchTimeout = Annotated[float, typer.Option("--watch-timeout", metavar="SECONDS", help="give up following after this many seconds")]
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -194,6 +198,10 @@ def _follow(client: Any, job: Any, as_json: bool, watch_timeout: float, grace: f
         _print_json(job_record(job))
     else:
         _console().print(_result_text(job), markup=False)
+        if job.result is not None and job.result.artifact_id:
+            _console().print(f"model: artifact {job.result.artifact_id} in the artifact store; get it with\n"
+                             f"  nasoa-submit download {job.job_id}     or: nasoa-submit predict {job.job_id} IMAGES...",
+                             markup=False)
     return EXIT_OK if job.state.value == "DONE" else EXIT_JOB_FAILED
 
 
@@ -355,8 +363,7 @@ def cancel(
 @app.command()
 def models(
     pattern: Annotated[str, typer.Argument(help="fnmatch pattern, e.g. 'etnas-*'")] = "",
-    zoo_address: Annotated[str, typer.Option(envvar="NASOA_ZOO_ADDRESS", help="zoo service HOST:PORT")]
-    = "127.0.0.1:50052",
+    zoo_address: ZooAddress = DEFAULT_ZOO_ADDRESS,
     as_json: Json = False,
     timeout: Timeout = 30.0,
 ) -> int:
@@ -401,6 +408,72 @@ def models(
                       f"{r['source_accuracy']:.1f}%")
     _console().print(table)
     return EXIT_OK
+
+
+@app.command()
+def download(
+    job_id: Annotated[str, typer.Argument(help="a finished job")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="folder to write into (default ./JOB_ID)")]
+    = None,
+    as_json: Json = False,
+    address: Address = DEFAULT_ADDRESS,
+    zoo_address: ZooAddress = DEFAULT_ZOO_ADDRESS,
+    timeout: Timeout = 60.0,
+) -> int:
+    """Download a finished job's fine-tuned model (sha256-verified)."""
+    from clients import download_job
+
+    folder = _reachable(lambda: download_job(job_id, output, adaptor_address=address, zoo_address=zoo_address,
+                                             progress=not as_json, timeout=timeout), address, zoo_address)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if as_json:
+        _print_json({"job_id": job_id, "folder": str(folder.resolve()), "model": manifest["base_model"]["name"],
+                     "dataset": manifest["dataset"]["uri"], "test_accuracy": manifest["test_accuracy"],
+                     "classes": manifest["classes"]})
+    else:
+        _console().print(f"job {job_id}: {manifest['base_model']['name']} fine-tuned on {manifest['dataset']['uri']}, "
+                         f"test accuracy {manifest['test_accuracy']:.1f}% -> {folder}/ "
+                         "(model.safetensors, manifest.json, SHA256SUMS)", markup=False)
+    return EXIT_OK
+
+
+@app.command()
+def predict(
+    job_id: Annotated[str, typer.Argument(help="a job id, or the folder of a downloaded model")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE_OR_FOLDER...", help="images, or folders of them")],
+    as_json: Json = False,
+    address: Address = DEFAULT_ADDRESS,
+    zoo_address: ZooAddress = DEFAULT_ZOO_ADDRESS,
+) -> int:
+    """Classify images with a job's fine-tuned model (downloaded into $NASOA_HOME/models once)."""
+    from clients import expand_images, load_finetuned
+
+    model = _reachable(lambda: load_finetuned(job_id, adaptor_address=address, zoo_address=zoo_address),
+                       address, zoo_address)
+    files = expand_images(images)
+    predictions = model.predict(files)
+    if as_json:
+        _print_json([{"image": str(f), "class": c, "probability": p} for f, (c, p) in zip(files, predictions, strict=True)])
+        return EXIT_OK
+    for image, (label, probability) in zip(files, predictions, strict=True):
+        _console().print(f"{image}\t{label}\t{probability:.4f}", markup=False)
+    return EXIT_OK
+
+
+def _reachable(call: Any, address: str, zoo_address: str) -> Any:
+    """``call()``; a connection failure names the service that does not answer and how to start it."""
+    from nasoa import Client, ServiceUnreachable
+
+    try:
+        return call()
+    except (ConnectionError, TimeoutError) as exc:
+        with Client(address) as client:
+            if not client.reachable():
+                raise ServiceUnreachable(client.unreachable_message()) from exc
+        raise ServiceUnreachable(
+            f"no artifact store answers at {zoo_address} ({exc}): it is served by `nasoa-zoo serve`; point "
+            "--zoo-address / NASOA_ZOO_ADDRESS at a running one"
+        ) from exc
 
 
 @app.command()
@@ -463,8 +536,8 @@ def _exit_code(exc: BaseException) -> tuple[int, str] | None:
         return EXIT_UNREACHABLE, str(exc)
     if isinstance(exc, JobFailed):
         return EXIT_JOB_FAILED, str(exc)
-    if isinstance(exc, AuthenticationError):
-        return EXIT_ERROR, f"{exc} (set NASOA_TOKEN)"
+    if isinstance(exc, PermissionError):
+        return EXIT_ERROR, f"{exc} (set NASOA_TOKEN)" if isinstance(exc, AuthenticationError) else str(exc)
     if isinstance(exc, ServiceTimeout | FailedPrecondition):
         return EXIT_ERROR, str(exc)
     if isinstance(exc, InvalidArgument | NotFound | ValueError | LookupError | OSError):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -84,6 +85,8 @@ class LocalCluster:
         self.adaptor_address = f"127.0.0.1:{free_port()}"
         self.zoo_address = f"127.0.0.1:{free_port()}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # Celery node names must be unique on a shared broker (its pidbox queue is exclusive).
+        self.node_tag = uuid.uuid4().hex[:6]
 
     @property
     def env(self) -> dict[str, str]:
@@ -131,7 +134,7 @@ class LocalCluster:
 
     def start_worker(self, index: int = 0) -> subprocess.Popen[bytes]:
         return self._spawn(
-            f"worker{index}", ["worker.cli", "--concurrency", "1", "--hostname", f"nasoa{index}@%h"]
+            f"worker{index}", ["worker.cli", "--concurrency", "1", "--hostname", f"nasoa{index}.{self.node_tag}@%h"]
         )
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from adaptor_service import _convert as convert
 from adaptor_service._types import CurvePoint, Job, Observation
 from nasoa_api.v1 import adaptor_pb2 as pb
+from worker._artifacts import keep_model, recover
 from worker._config import WorkerSettings
 
 log = logging.getLogger("nasoa.worker")
@@ -65,8 +66,8 @@ class JobRunner:
                 return JobOutcome(job.job_id, "skipped", 0.0, 0.0)
             client.report_started(job.job_id, worker)
             start = time.monotonic()
-            try:
-                observation = self._finetune(job, client, start)
+            try:  # a job whose model an earlier delivery stored reports that result again
+                observation = recover(self.settings, job) or self._finetune(job, client, start)
             except _Cancelled:
                 log.info("job %s cancelled", job.job_id)
                 return JobOutcome(job.job_id, "cancelled", 0.0, time.monotonic() - start)
@@ -134,6 +135,9 @@ class JobRunner:
             result = run_finetune(spec, model, progress=progress, device=device, should_stop=should_stop)
         except FinetuneCancelled:
             raise _Cancelled() from None
+        stored = keep_model(self.settings, job, model, spec, result, offset)  # save and upload, then report
+        if stored.existed:  # another delivery of this job stored its model first: report that one
+            return recover(self.settings, job, stored)  # type: ignore[return-value]
         curve = tuple(CurvePoint(p.epoch, p.accuracy, p.seconds + offset) for p in result.curve)
         return Observation(
             job_id=job.job_id,
@@ -144,6 +148,8 @@ class JobRunner:
             curve=curve,
             status="deadline" if result.stopped_by_deadline else "ok",
             message=f"{result.epochs_completed} epoch(s) on {device}; model ready in {loaded:.1f}s",
+            artifact_id=stored.artifact_id,
+            artifact_sha256=stored.sha256,
         )
 
     def _report_result(self, client: object, observation: Observation) -> None:

@@ -7,7 +7,8 @@ timm-style use::
     model = zoo_store.create_model("etnas-z3", num_classes=10)   # sha256-verified weights
 
 Workers fetch checkpoints through the gRPC ZooService into a verified cache
-(:class:`CheckpointCache`, :func:`fetch_checkpoint`); ``nasoa-zoo serve`` runs the service.
+(:class:`CheckpointCache`, :func:`fetch_checkpoint`) and upload the fine-tuned models of
+their jobs to the ArtifactService (:class:`ArtifactStore`); ``nasoa-zoo serve`` runs both.
 Everything is imported lazily, so ``import zoo_store`` does not import torch or grpc.
 """
 
@@ -17,10 +18,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "ARTIFACT_FILES",
     "DEFAULT_ZOO_DIR",
     "ETNAS",
     "OFFICIAL_ENCODINGS",
     "AdminTokenInterceptor",
+    "ArtifactError",
+    "ArtifactNotFound",
+    "ArtifactSettings",
+    "ArtifactStore",
+    "ArtifactServicer",
     "CheckpointCache",
     "ChecksumMismatch",
     "ETNASEncoding",
@@ -34,6 +41,7 @@ __all__ = [
     "ZooEntry",
     "ZooServicer",
     "ZooStore",
+    "artifact_token",
     "build_model",
     "count_params_and_macs",
     "create_model",
@@ -60,6 +68,13 @@ __all__ = [
 ]
 
 _WHERE: dict[str, str] = {
+    "ARTIFACT_FILES": "_artifacts",
+    "ArtifactError": "_artifacts",
+    "ArtifactNotFound": "_artifacts",
+    "ArtifactSettings": "_artifacts",
+    "ArtifactStore": "_artifacts",
+    "artifact_token": "_artifacts",
+    "ArtifactServicer": "_artifact_service",
     "ETNAS": "_etnas",
     "ETNASEncoding": "_etnas",
     "InvalidEncodingError": "_etnas",
@@ -103,6 +118,15 @@ _WHERE: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from zoo_store._artifact_service import ArtifactServicer
+    from zoo_store._artifacts import (
+        ARTIFACT_FILES,
+        ArtifactError,
+        ArtifactNotFound,
+        ArtifactSettings,
+        ArtifactStore,
+        artifact_token,
+    )
     from zoo_store._checkpoints import (
         ChecksumMismatch,
         InvalidCheckpointError,

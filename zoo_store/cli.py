@@ -216,15 +216,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import threading
 
     from nasoa_contracts import enable_reflection, reflection_enabled, setup_logging
+    from zoo_store._artifacts import ArtifactSettings, ArtifactStore, artifact_token
     from zoo_store._service import make_zoo_server
 
     setup_logging()
     token = os.environ.get(args.admin_token_env) or None
     store = _store(args)
     address = f"{args.address}:{args.port}"
-    server, port, health = make_zoo_server(store, address=address, admin_token=token, return_health=True)
+    settings = ArtifactSettings.from_env()
+    artifacts = ArtifactStore(settings.resolve_directory(store.root), settings)
+    server, port, health = make_zoo_server(
+        store, address=address, admin_token=token, return_health=True, artifacts=artifacts,
+        artifact_token=settings.token or artifact_token(create=True), guard_artifact_reads=bool(settings.token),
+    )  # fmt: skip
     if reflection_enabled():
-        enable_reflection(server, ["nasoa.v1.ZooService"])
+        enable_reflection(server, ["nasoa.v1.ZooService", "nasoa.v1.ArtifactService"])
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -235,7 +241,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.start()
     print(
         f"nasoa-zoo serving {len(store.list_models())} models from {store.root} on "
-        f"{args.address}:{port} (admin {'enabled' if token else 'disabled'})",
+        f"{args.address}:{port} (admin {'enabled' if token else 'disabled'}); "
+        f"{len(artifacts.records())} artifacts in {artifacts.root} (uploads need the token"
+        f"{', reads too' if settings.token else ''})",
         flush=True,
     )
     stop.wait()
