@@ -497,9 +497,13 @@ def stats(as_json: Json = False, address: Address = DEFAULT_ADDRESS, timeout: Ti
 @app.command()
 def report(
     html: Annotated[Path | None, typer.Option("--html", help="write one self-contained HTML page here")] = None,
+    with_models: Annotated[bool, typer.Option(
+        "--with-models", help="with --html: download each finished job's model next to the page "
+        "(PAGE-models/JOB_ID/) and link the leaderboard to it")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="latest jobs to include")] = 200,
     as_json: Json = False,
     address: Address = DEFAULT_ADDRESS,
+    zoo_address: ZooAddress = DEFAULT_ZOO_ADDRESS,
     timeout: Timeout = 30.0,
 ) -> int:
     """Finished jobs: predicted against actual, state and error; --html for plots."""
@@ -510,7 +514,8 @@ def report(
         data = client.stats() if html else None
     finished = sorted((j for j in jobs if j.result is not None), key=lambda j: j.created_at)
     if html is not None:
-        path = write_report(jobs, html, stats=data)
+        links = _model_links(finished, html, with_models, address, zoo_address)
+        path = write_report(jobs, html, stats=data, artifact_link=lambda job: links.get(job.job_id))
         if as_json:
             _print_json({"html": str(path.resolve()), "jobs": len(finished)})
         else:
@@ -521,6 +526,27 @@ def report(
         return EXIT_OK
     _job_table(finished, f"{len(finished)} finished jobs, oldest first")
     return EXIT_OK
+
+
+def _model_links(jobs: Sequence[Any], page: Path, download: bool, address: str, zoo_address: str) -> dict[str, str]:
+    """Job id -> the manifest of its model's folder, relative to the page: downloaded next to
+    the page with ``download``, else a copy already in ``$NASOA_HOME/models``."""
+    from clients import download_job
+    from worker import nasoa_home
+
+    links = {}
+    for job in jobs:
+        if job.state.value != "DONE" or not job.result.artifact_id:
+            continue
+        if download:
+            target = page.parent / f"{page.stem}-models" / job.job_id
+            folder = _reachable(lambda t=target, j=job: download_job(
+                j.job_id, t, adaptor_address=address, zoo_address=zoo_address, progress=False), address, zoo_address)
+        else:
+            folder = nasoa_home() / "models" / job.job_id
+        if (folder / "manifest.json").is_file():
+            links[job.job_id] = os.path.relpath(folder.resolve() / "manifest.json", page.resolve().parent)
+    return links
 
 
 # --------------------------------------------------------------------------- entry point

@@ -66,8 +66,8 @@ def _tqdm_progress(epochs: int) -> Callable[[JobEvent], None]:
         if event.kind == "progress":
             if not bar:
                 bar.append(tqdm(total=epochs, desc="epochs", unit="epoch", leave=True))
-            bar[0].set_postfix_str(f"accuracy {event.accuracy:.1f}%")
             bar[0].update(event.epoch - bar[0].n)
+            bar[0].set_postfix_str(f"accuracy {event.accuracy:.1f}%")
         elif event.message:
             (bar[0].write if bar else tqdm.write)(f"[{event.state.value}] {event.message}")
         if event.state.finished and bar:
@@ -81,6 +81,7 @@ def fit(
     budget: str | float,
     *,
     address: str | None = None,
+    zoo_address: str | None = None,
     models: Sequence[str] = (),
     device: str = "cpu",
     job_id: str = "",
@@ -91,24 +92,26 @@ def fit(
     """Fine-tune the best predicted model for ``dataset`` within ``budget``; returns a ``FineTuned``.
 
     ``budget`` is a duration (``"90s"``, ``"2m"``) or seconds. ``address``: the adaptor
-    service to use; without one, the single-machine cluster of :func:`local_cluster`
-    (state under ``home``). Raises ``nasoa.JobFailed`` when the job fails.
+    service to use (``zoo_address``: its zoo service, which stores the models; default
+    ``NASOA_ZOO_ADDRESS``); without one, the single-machine cluster of :func:`local_cluster`
+    (state under ``home``). The model is downloaded (sha256-verified) into
+    ``$NASOA_HOME/models/<job id>``. Raises ``nasoa.JobFailed`` when the job fails.
+
+    The returned ``FineTuned`` has ``.predict(images)``, ``.save(folder)``, ``.accuracy``
+    (test split), ``.plan``, ``.curve``, ``.classes``, ``.model`` and ``.manifest``.
     """
+    from clients import load_finetuned
     from nasoa._client import Client, parse_duration
 
     seconds = parse_duration(budget)
-    target = address or local_cluster(home).adaptor_address
-    with Client(target) as client:
+    if address is None:
+        cluster = local_cluster(home)
+        address, zoo_address = cluster.adaptor_address, cluster.zoo_address
+    with Client(address) as client:
         job = client.submit(dataset, seconds, models=models, device=device, job_id=job_id)
         on_event = _tqdm_progress(job.plan.candidate.epochs) if progress else None
         job = client.wait(job.job_id, timeout=timeout or 4 * seconds + 300, on_event=on_event)
-        return _finetuned(job, client)
-
-
-def _finetuned(job: Any, client: Any) -> Any:
-    from clients import load_finetuned
-
-    return load_finetuned(job.job_id, address=client.address)
+    return load_finetuned(job.job_id, adaptor_address=address, zoo_address=zoo_address)
 
 
 def leaderboard(address: str | None = None, limit: int = 1000) -> pd.DataFrame:

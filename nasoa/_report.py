@@ -115,7 +115,14 @@ def _leaderboard(jobs: Sequence[Any], artifact_link: Callable[[Any], str | None]
     for row in leaderboard_rows(jobs):
         job = by_id[row["job_id"]]
         link = artifact_link(job)
-        artifact = f'<a href="{html.escape(link)}">model</a>' if link else "-"
+        artifact_id = getattr(job.result, "artifact_id", "")
+        if link:
+            artifact = f'<a href="{html.escape(link)}">{html.escape(artifact_id or "model")}</a>'
+        elif artifact_id:  # not downloaded: say how to get it
+            artifact = (f'<span title="nasoa-submit download {html.escape(job.job_id)}">'
+                        f'{html.escape(artifact_id)}</span>')
+        else:
+            artifact = "-"
         cells = (
             html.escape(row["job_id"]), html.escape(row["dataset"]),
             f'<span class="{row["state"]}" title="{html.escape(row["error"] or "")}">{row["state"]}</span>',
@@ -127,19 +134,22 @@ def _leaderboard(jobs: Sequence[Any], artifact_link: Callable[[Any], str | None]
     return f'<table id="leaderboard"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _default_artifact_link(job: Any) -> str | None:
-    uri = getattr(job.result, "artifact_uri", "") if job.result is not None else ""
-    return uri or None
+def _no_link(job: Any) -> str | None:
+    return None
 
 
 def write_report(
     jobs: Sequence[Any],
     path: str | os.PathLike[str],
     stats: Mapping[str, Any] | None = None,
-    artifact_link: Callable[[Any], str | None] = _default_artifact_link,
+    artifact_link: Callable[[Any], str | None] = _no_link,
     title: str = "NASOA report",
 ) -> Path:
-    """Write the page for ``jobs`` (those with a result are plotted, oldest first) to ``path``."""
+    """Write the page for ``jobs`` (those with a result are plotted, oldest first) to ``path``.
+
+    ``artifact_link(job)`` gives the leaderboard's link to a job's model (e.g. the manifest of
+    its downloaded folder, relative to the page); without a link the artifact id is shown.
+    """
     from plotly.offline import get_plotlyjs
 
     finished = sorted((j for j in jobs if j.result is not None), key=lambda j: j.created_at)

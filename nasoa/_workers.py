@@ -20,7 +20,7 @@ def broker_name() -> str:
 
     from kombu.utils.url import maybe_sanitize_url
 
-    from worker._config import nasoa_home
+    from worker import nasoa_home
 
     url = os.environ.get("NASOA_BROKER_URL", "")
     return maybe_sanitize_url(url) if url else f"the embedded broker in {nasoa_home() / 'broker'}"
@@ -33,7 +33,7 @@ def queue_consumers(device_class: str, timeout: float = 1.0) -> list[str] | None
     """
     import os
 
-    from worker._config import nasoa_home, queue_for
+    from worker import nasoa_home, queue_for
 
     if not os.environ.get("NASOA_BROKER_URL") and not (nasoa_home() / "broker").is_dir():
         return None  # no embedded broker here: the workers use one elsewhere

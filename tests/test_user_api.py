@@ -62,7 +62,7 @@ def test_submit_wait_follows_a_real_job_to_done(cluster):
     proc = nasoa_submit("submit", "builtin:digits", "--budget", "20s", "--wait", address=address, timeout=300)
     assert proc.returncode == 0, (proc.stdout, proc.stderr, (cluster.log_dir / "worker0.log").read_text()[-3000:])
     assert "no worker consumes" not in proc.stderr  # the worker was found through Celery's inspect
-    assert "[RUNNING] running on nasoa0@" in proc.stderr
+    assert "[RUNNING] running on nasoa0." in proc.stderr
     assert "result: DONE accuracy" in proc.stdout
     job_id = proc.stdout.split()[1]
     job = json.loads(nasoa_submit("status", job_id, "--json", address=address).stdout)
@@ -144,3 +144,57 @@ def test_report_of_real_jobs_renders_and_leaderboard_is_a_dataframe(cluster, tmp
     frame = nasoa.leaderboard(address=cluster.adaptor_address)
     assert {"job_id", "state", "accuracy", "predicted_accuracy", "seconds", "budget_used"} <= set(frame.columns)
     assert (frame["state"] == "DONE").any() and frame["accuracy"].iloc[0] == frame["accuracy"].max()
+
+
+def _digits_sample(n: int = 40):
+    from nasoa_data import load_arrays
+
+    _, _, x_test, y_test, names = load_arrays("builtin:digits")
+    return list(x_test[:n]), [names[int(i)] for i in y_test[:n]]
+
+
+def _check_finetuned(model, tmp_path) -> None:
+    assert model.plan["model"] and model.curve and model.accuracy > 50.0
+    images, labels = _digits_sample()
+    predictions = model.predict(images)
+    assert len(predictions) == len(images) and all(0.0 <= p <= 1.0 for _, p in predictions)
+    hits = sum(label == predicted for (predicted, _), label in zip(predictions, labels, strict=True))
+    assert hits / len(labels) > 0.5  # well above chance (10 classes)
+    saved = model.save(tmp_path / "saved")
+    assert (saved / "model.safetensors").is_file() and (saved / "manifest.json").is_file()
+
+
+def test_fit_with_an_address_returns_the_fine_tuned_model(cluster, tmp_path, monkeypatch):
+    import nasoa
+
+    monkeypatch.setenv("NASOA_HOME", str(tmp_path / "client"))
+    model = nasoa.fit("builtin:digits", "15s", address=cluster.adaptor_address, zoo_address=cluster.zoo_address,
+                      progress=False)
+    _check_finetuned(model, tmp_path)
+    frame = nasoa.leaderboard(address=cluster.adaptor_address)
+    assert model.manifest["job_id"] in set(frame["job_id"])
+    proc = nasoa_submit("report", "--html", str(tmp_path / "r.html"), "--with-models", "--zoo-address",
+                        cluster.zoo_address, address=cluster.adaptor_address)
+    assert proc.returncode == 0, proc.stderr
+    link = f'href="r-models/{model.manifest["job_id"]}/manifest.json"'
+    assert link in (tmp_path / "r.html").read_text()
+    assert (tmp_path / "r-models" / model.manifest["job_id"] / "model.safetensors").is_file()
+
+
+def test_fit_without_an_address_starts_a_warm_single_machine_cluster(tmp_path, monkeypatch):
+    """No address: this process starts zoo, adaptor (warm, SQLite) and a worker on the embedded broker."""
+    import nasoa
+    from nasoa import _fit
+
+    monkeypatch.delenv("NASOA_BROKER_URL", raising=False)
+    monkeypatch.setenv("NASOA_HOME", str(tmp_path / "home"))
+    try:
+        model = nasoa.fit("builtin:digits", "15s", progress=False)
+        _check_finetuned(model, tmp_path)
+        cluster = nasoa.local_cluster()
+        assert cluster.env["NASOA_BROKER_URL"] == "" and cluster.env["NASOA_STORE_URL"].startswith("sqlite:///")
+        stats = nasoa.Client(cluster.adaptor_address).stats()
+        assert stats["observations"] == 48 + 1  # the shipped table, then this job
+        assert list(nasoa.leaderboard()["job_id"]) == [model.manifest["job_id"]]
+    finally:
+        _fit._stop_cluster()

@@ -16,6 +16,8 @@ _EXPORTS = {
     "EpochProgress": "worker._finetune",
     "FinetuneResult": "worker._finetune",
     "FinetuneSpec": "worker._finetune",
+    "nasoa_home": "worker._config",
+    "queue_for": "worker._config",
     "run_finetune": "worker._finetune",
 }
 __all__ = sorted(_EXPORTS)
