@@ -84,7 +84,7 @@ def _console(stderr: bool = False) -> Any:
     stream = sys.stderr if stderr else sys.stdout
     # Tables printed into a pipe or a file get room instead of a terminal's default 80 columns.
     width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
-    return Console(stderr=stderr, highlight=False, width=width)
+    return Console(stderr=stderr, highlight=False, width=width, soft_wrap=True)
 
 
 def _print_json(value: Any) -> None:
@@ -329,7 +329,7 @@ def _job_table(jobs: Sequence[Any], title: str) -> None:
     for name, justify in (("job", "left"), ("state", "left"), ("dataset", "left"), ("budget", "right"),
                           ("plan", "left"), ("pred acc", "right"), ("acc", "right"), ("pred s", "right"),
                           ("s", "right"), ("error / message", "left")):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, overflow="fold", no_wrap=name == "job")  # type: ignore[arg-type]
     for job in jobs:
         p, r = job.plan.prediction, job.result
         style = "red" if job.state.value in ("FAILED", "CANCELLED") else None
@@ -456,7 +456,7 @@ def predict(
         _print_json([{"image": str(f), "class": c, "probability": p} for f, (c, p) in zip(files, predictions, strict=True)])
         return EXIT_OK
     for image, (label, probability) in zip(files, predictions, strict=True):
-        _console().print(f"{image}\t{label}\t{probability:.4f}", markup=False)
+        sys.stdout.write(f"{image}\t{label}\t{probability:.4f}\n")  # tab-separated, for cut and awk
     return EXIT_OK
 
 
