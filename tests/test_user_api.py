@@ -68,6 +68,11 @@ def test_submit_wait_follows_a_real_job_to_done(cluster):
     job = json.loads(nasoa_submit("status", job_id, "--json", address=address).stdout)
     assert job["state"] == "DONE" and job["result"]["accuracy"] > 20.0
     assert len(job["result"]["curve"]) >= 1 and job["result"]["seconds"] <= 22.0
+    # The adaptor's JSON log has an INFO line per submit, start and result of the job.
+    lines = [json.loads(line) for line in (cluster.log_dir / "adaptor.log").read_text().splitlines()
+             if line.startswith("{")]
+    events = [line["event"] for line in lines if line.get("job_id") == job_id and "event" in line]
+    assert events == ["submit", "start", "result"]
 
 
 class CeleryEvents(threading.Thread):
