@@ -12,15 +12,15 @@ from __future__ import annotations
 import enum
 import json
 import os
-import queue
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from clients._cli_text import job_table, make_console, plan_text, print_json, result_text
+from clients._follow import Follower, NoWorker, warn_without_workers
 
 PROG = "nasoa-submit"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_JOB_FAILED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
@@ -45,10 +45,6 @@ app = typer.Typer(
 class Device(enum.StrEnum):
     cpu = "cpu"
     cuda = "cuda"
-
-
-class NoWorker(ConnectionError):
-    """No worker consumed the job's queue within the grace period."""
 
 
 Address = Annotated[str, typer.Option(
@@ -78,128 +74,19 @@ def _client(address: str, timeout: float) -> Any:
     return Client(address, timeout=timeout)
 
 
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    # Tables printed into a pipe or a file get room instead of a terminal's default 80 columns.
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
-    return Console(stderr=stderr, highlight=False, width=width, soft_wrap=True)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
-
-
-def _plan_text(plan: Any) -> list[str]:
-    p = plan.prediction
-    return [
-        f"plan ({plan.policy}): {plan.candidate.describe()}",
-        f"  predicted accuracy {p.accuracy:.1f}% (+/- {p.accuracy_std:.1f}), "
-        f"time {p.seconds:.1f}s (+/- {p.seconds_std:.1f}), margin x{plan.time_margin:.2f}"
-        + ("" if plan.feasible else "  [nothing predicted to fit: the fastest candidate]"),
-    ]
-
-
-def _result_text(job: Any) -> str:
-    if job.result is None:
-        return f"result: {job.state.value} {job.message}".rstrip()
-    r, p = job.result, job.plan.prediction
-    line = (f"result: {job.state.value} accuracy {r.accuracy:.1f}% in {r.seconds:.1f}s "
-            f"(budget {job.task.budget_seconds:.0f}s; predicted {p.accuracy:.1f}% in {p.seconds:.1f}s)")
-    return line + (f": {job.message}" if job.state.value == "FAILED" else f" {r.message}".rstrip())
-
-
 # --------------------------------------------------------------------------- following a job
 
 
-class _Follower:
-    """Live progress of one job: a state line per change, an epoch bar and a budget bar.
-
-    Events are read on a thread so that the display stays alive while the job waits in its
-    queue, and so that a queue nobody consumes is noticed after ``grace`` seconds.
-    """
-
-    def __init__(self, client: Any, job: Any, console: Any, show: bool, grace: float | None) -> None:
-        self.client, self.job, self.console, self.show, self.grace = client, job, console, show, grace
-        self.events: queue.Queue[Any] = queue.Queue()
-
-    def _read(self, timeout: float) -> None:
-        try:
-            for event in self.client.events(self.job.job_id, timeout=timeout):
-                self.events.put(event)
-            self.events.put(None)
-        except BaseException as exc:  # handed to the main thread, which raises it
-            self.events.put(exc)
-
-    def run(self, timeout: float) -> Any:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        threading.Thread(target=self._read, args=(timeout,), daemon=True, name="watch").start()
-        columns = (SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[note]}"), TimeElapsedColumn())
-        started = time.monotonic()
-        state = self.job.state.value
-        with Progress(*columns, console=self.console, disable=not self.show, transient=False) as bars:
-            status = bars.add_task(state.lower(), total=None, note="waiting for a worker")
-            epochs = None
-            budget = round(self.job.task.budget_seconds)
-            while True:
-                try:
-                    event = self.events.get(timeout=0.5)
-                except queue.Empty:
-                    if state == "QUEUED" and self.grace is not None and time.monotonic() - started > self.grace:
-                        self._check_workers()
-                        self.grace = None  # asked once
-                    continue
-                if event is None:
-                    break
-                if isinstance(event, BaseException):
-                    raise event
-                state = event.state.value
-                if event.kind == "progress":
-                    if epochs is None:
-                        epochs = bars.add_task("epochs", total=self.job.plan.candidate.epochs, note="")
-                        bars.update(status, visible=False)
-                        time_bar = bars.add_task("budget s", total=budget, note="")
-                    bars.update(epochs, completed=event.epoch, note=f"accuracy {event.accuracy:.1f}%")
-                    bars.update(time_bar, completed=min(round(event.seconds), budget), note="")
-                else:
-                    if self.show and event.message:
-                        bars.console.print(f"[{state}] {event.message}", markup=False)
-                    bars.update(status, description=state.lower(), note="")
-        return self.client.job(self.job.job_id)
-
-    def _check_workers(self) -> None:
-        from nasoa import broker_name, queue_consumers
-
-        device = self.job.task.device_class
-        if queue_consumers(device) == []:
-            raise NoWorker(
-                f"job {self.job.job_id} is still QUEUED after {self.grace:.0f}s and no worker consumes the "
-                f"{device} queue on {broker_name()}: start one with `nasoa-worker --device {device}` "
-                "(the job stays queued)"
-            )
-
-
-def _warn_without_workers(device: str, console: Any) -> None:
-    from nasoa import broker_name, queue_consumers
-
-    if queue_consumers(device) == []:
-        console.print(f"{PROG}: warning: no worker consumes the {device} queue on {broker_name()} yet; the job "
-                      f"waits until one starts (`nasoa-worker --device {device}`)", markup=False)
-
-
 def _follow(client: Any, job: Any, as_json: bool, watch_timeout: float, grace: float | None) -> int:
-    job = _Follower(client, job, _console(stderr=True), show=not as_json, grace=grace).run(watch_timeout)
+    job = Follower(client, job, make_console(stderr=True), show=not as_json, grace=grace).run(watch_timeout)
     if as_json:
         from nasoa import job_record
 
-        _print_json(job_record(job))
+        print_json(job_record(job))
     else:
-        _console().print(_result_text(job), markup=False)
+        make_console().print(result_text(job), markup=False)
         if job.result is not None and job.result.artifact_id:
-            _console().print(f"model: artifact {job.result.artifact_id} in the artifact store; get it with\n"
+            make_console().print(f"model: artifact {job.result.artifact_id} in the artifact store; get it with\n"
                              f"  nasoa-submit download {job.job_id}     or: nasoa-submit predict {job.job_id} IMAGES...",
                              markup=False)
     return EXIT_OK if job.state.value == "DONE" else EXIT_JOB_FAILED
@@ -227,19 +114,19 @@ def submit(
     """Plan a fine-tuning task and queue it; --wait follows it to its result."""
     with _client(address, timeout) as client:
         job = client.submit(dataset, budget, models=model or (), device=device.value, job_id=job_id)
-        console = _console(stderr=True)
+        console = make_console(stderr=True)
         if not as_json:
-            _console().print(f"job {job.job_id} {job.state.value}: {job.task.dataset_uri}, "
+            make_console().print(f"job {job.job_id} {job.state.value}: {job.task.dataset_uri}, "
                              f"budget {job.task.budget_seconds:g}s", markup=False)
-            for line in _plan_text(job.plan):
-                _console().print(line, markup=False)
+            for line in plan_text(job.plan):
+                make_console().print(line, markup=False)
         if job.state.value == "QUEUED":
-            _warn_without_workers(device.value, console)
+            warn_without_workers(device.value, console)
         if not wait:
             if as_json:
                 from nasoa import job_record
 
-                _print_json(job_record(job))
+                print_json(job_record(job))
             return EXIT_OK
         return _follow(client, job, as_json, watch_timeout, grace=worker_grace or None)
 
@@ -261,10 +148,10 @@ def plan(
     if as_json:
         from nasoa import plan_record
 
-        _print_json(plan_record(result))
+        print_json(plan_record(result))
         return EXIT_OK
-    console = _console()
-    for line in _plan_text(result):
+    console = make_console()
+    for line in plan_text(result):
         console.print(line, markup=False)
     for alt in result.alternatives:
         p = alt.prediction
@@ -300,45 +187,26 @@ def status(
     with _client(address, timeout) as client:
         jobs = [client.job(job_id)] if job_id else client.jobs(limit=limit)
     if as_json:
-        _print_json(job_record(jobs[0]) if job_id else [job_record(j) for j in jobs])
+        print_json(job_record(jobs[0]) if job_id else [job_record(j) for j in jobs])
         return EXIT_OK
     if job_id:
         job = jobs[0]
-        console = _console()
+        console = make_console()
         console.print(f"job {job.job_id} {job.state.value}: {job.task.dataset_uri}, budget "
                       f"{job.task.budget_seconds:g}s, {job.task.device_class}", markup=False)
-        for line in _plan_text(job.plan):
+        for line in plan_text(job.plan):
             console.print(line, markup=False)
         if job.state.value == "FAILED":
             console.print(f"error: {job.message}", markup=False)
         elif job.message:
             console.print(f"message: {job.message}", markup=False)
         if job.result is not None:
-            console.print(_result_text(job), markup=False)
+            console.print(result_text(job), markup=False)
             for point in job.result.curve:
                 console.print(f"  epoch {point.epoch}: {point.accuracy:.1f}% at {point.seconds:.1f}s", markup=False)
         return EXIT_OK
-    _job_table(jobs, "latest jobs")
+    job_table(jobs, "latest jobs")
     return EXIT_OK
-
-
-def _job_table(jobs: Sequence[Any], title: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for name, justify in (("job", "left"), ("state", "left"), ("dataset", "left"), ("budget", "right"),
-                          ("plan", "left"), ("pred acc", "right"), ("acc", "right"), ("pred s", "right"),
-                          ("s", "right"), ("error / message", "left")):
-        table.add_column(name, justify=justify, overflow="fold", no_wrap=name == "job")  # type: ignore[arg-type]
-    for job in jobs:
-        p, r = job.plan.prediction, job.result
-        style = "red" if job.state.value in ("FAILED", "CANCELLED") else None
-        table.add_row(
-            job.job_id, job.state.value, job.task.dataset_uri, f"{job.task.budget_seconds:g}s",
-            job.plan.candidate.describe(), f"{p.accuracy:.1f}%", f"{r.accuracy:.1f}%" if r else "-",
-            f"{p.seconds:.1f}", f"{r.seconds:.1f}" if r else "-", job.message, style=style,
-        )
-    _console().print(table)
 
 
 @app.command()
@@ -354,9 +222,9 @@ def cancel(
     if as_json:
         from nasoa import job_record
 
-        _print_json(job_record(job))
+        print_json(job_record(job))
     else:
-        _console().print(f"job {job.job_id} {job.state.value}", markup=False)
+        make_console().print(f"job {job.job_id} {job.state.value}", markup=False)
     return EXIT_OK
 
 
@@ -395,7 +263,7 @@ def models(
              "step_time_ms": dict(sorted(m.step_time_ms.items())), "step_batch_size": int(m.step_batch_size),
              "source_accuracy": m.source_accuracy, "num_stages": int(m.num_stages)} for m in reply.models]
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return EXIT_OK
     from rich.table import Table
 
@@ -406,7 +274,7 @@ def models(
         steps = ", ".join(f"{d} {ms:.1f} ms" for d, ms in r["step_time_ms"].items())
         table.add_row(r["name"], f"{r['num_params'] / 1e6:.2f}M", f"{r['macs'] / 1e6:.1f}M", steps,
                       f"{r['source_accuracy']:.1f}%")
-    _console().print(table)
+    make_console().print(table)
     return EXIT_OK
 
 
@@ -427,11 +295,11 @@ def download(
                                              progress=not as_json, timeout=timeout), address, zoo_address)
     manifest = json.loads((folder / "manifest.json").read_text())
     if as_json:
-        _print_json({"job_id": job_id, "folder": str(folder.resolve()), "model": manifest["base_model"]["name"],
+        print_json({"job_id": job_id, "folder": str(folder.resolve()), "model": manifest["base_model"]["name"],
                      "dataset": manifest["dataset"]["uri"], "test_accuracy": manifest["test_accuracy"],
                      "classes": manifest["classes"]})
     else:
-        _console().print(f"job {job_id}: {manifest['base_model']['name']} fine-tuned on {manifest['dataset']['uri']}, "
+        make_console().print(f"job {job_id}: {manifest['base_model']['name']} fine-tuned on {manifest['dataset']['uri']}, "
                          f"test accuracy {manifest['test_accuracy']:.1f}% -> {folder}/ "
                          "(model.safetensors, manifest.json, SHA256SUMS)", markup=False)
     return EXIT_OK
@@ -453,7 +321,7 @@ def predict(
     files = expand_images(images)
     predictions = model.predict(files)
     if as_json:
-        _print_json([{"image": str(f), "class": c, "probability": p} for f, (c, p) in zip(files, predictions, strict=True)])
+        print_json([{"image": str(f), "class": c, "probability": p} for f, (c, p) in zip(files, predictions, strict=True)])
         return EXIT_OK
     for image, (label, probability) in zip(files, predictions, strict=True):
         sys.stdout.write(f"{image}\t{label}\t{probability:.4f}\n")  # tab-separated, for cut and awk
@@ -482,9 +350,9 @@ def stats(as_json: Json = False, address: Address = DEFAULT_ADDRESS, timeout: Ti
     with _client(address, timeout) as client:
         data = client.stats()
     if as_json:
-        _print_json(data)
+        print_json(data)
         return EXIT_OK
-    console = _console()
+    console = make_console()
     by_state = ", ".join(f"{k} {v}" for k, v in data["jobs_by_state"].items()) or "none"
     console.print(f"policy {data['policy']}, {data['candidates']} candidates, time margin x{data['time_margin']:.2f}\n"
                   f"jobs {data['jobs']} ({by_state})\n"
@@ -517,14 +385,14 @@ def report(
         links = _model_links(finished, html, with_models, address, zoo_address)
         path = write_report(jobs, html, stats=data, artifact_link=lambda job: links.get(job.job_id))
         if as_json:
-            _print_json({"html": str(path.resolve()), "jobs": len(finished)})
+            print_json({"html": str(path.resolve()), "jobs": len(finished)})
         else:
-            _console().print(f"report of {len(finished)} finished jobs written to {path.resolve()}", markup=False)
+            make_console().print(f"report of {len(finished)} finished jobs written to {path.resolve()}", markup=False)
         return EXIT_OK
     if as_json:
-        _print_json(leaderboard_rows(finished))
+        print_json(leaderboard_rows(finished))
         return EXIT_OK
-    _job_table(finished, f"{len(finished)} finished jobs, oldest first")
+    job_table(finished, f"{len(finished)} finished jobs, oldest first")
     return EXIT_OK
 
 
