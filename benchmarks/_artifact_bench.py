@@ -67,7 +67,9 @@ def _copy(src: Path, dest: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _throughput(folder: Path, address: str, size_mb: float, repeats: int, log: Callable[[str], None]) -> dict[str, float]:
+def _throughput(
+    folder: Path, address: str, size_mb: float, repeats: int, log: Callable[[str], None]
+) -> dict[str, float]:
     import torch
 
     from clients._artifacts import ArtifactClient
@@ -85,7 +87,8 @@ def _throughput(folder: Path, address: str, size_mb: float, repeats: int, log: C
             sha, size = save_safetensors({"w": torch.rand(numel, generator=torch.Generator().manual_seed(i))}, weights)
             manifest = src / "manifest.json"
             manifest_sha, _ = atomic_write_bytes(
-                manifest, manifest_bytes({"job_id": f"bench-{i}", "files": {weights.name: {"sha256": sha, "size": size}}})
+                manifest,
+                manifest_bytes({"job_id": f"bench-{i}", "files": {weights.name: {"sha256": sha, "size": size}}}),
             )
             mb = size / (1 << 20)
             t = time.perf_counter()
@@ -93,7 +96,9 @@ def _throughput(folder: Path, address: str, size_mb: float, repeats: int, log: C
             copies.append(mb / (time.perf_counter() - t))
             t = time.perf_counter()
             # The digests come from saving, as in the worker (deliver).
-            stored = client.upload(f"bench-{i}", weights, manifest, sha256={weights.name: sha, manifest.name: manifest_sha})
+            stored = client.upload(
+                f"bench-{i}", weights, manifest, sha256={weights.name: sha, manifest.name: manifest_sha}
+            )
             uploads.append(mb / (time.perf_counter() - t))
             t = time.perf_counter()
             client.download(stored, folder / f"down{i}", progress=False)
@@ -110,7 +115,9 @@ def _throughput(folder: Path, address: str, size_mb: float, repeats: int, log: C
             "download_vs_copy": statistics.median(d / c for d, c in zip(downloads, copies, strict=True))}  # fmt: skip
 
 
-def _job_overheads(folder: Path, address: str, models: list[str], epochs: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _job_overheads(
+    folder: Path, address: str, models: list[str], epochs: int, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
     from adaptor_service._types import Candidate, Job, Plan, Prediction, TaskSpec
     from worker._artifacts import keep_model, recover
     from worker._config import WorkerSettings

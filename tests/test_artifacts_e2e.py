@@ -129,7 +129,10 @@ def test_model_is_downloaded_loaded_elsewhere_and_predicts(tmp_path, rabbitmq_ur
         from clients import ArtifactClient
 
         for token in ("", "wrong"):
-            with ArtifactClient(cluster.zoo_address, token=token) as anonymous, pytest.raises(PermissionError, match="artifact token"):
+            with (
+                ArtifactClient(cluster.zoo_address, token=token) as anonymous,
+                pytest.raises(PermissionError, match="artifact token"),
+            ):
                 anonymous.upload("intruder", weights, out / "manifest.json")
         assert len(_artifact_records(cluster)) == 1
 
