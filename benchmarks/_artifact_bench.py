@@ -5,7 +5,8 @@
    against a plain file copy (``shutil.copyfile`` + fsync) on the same disk, in the same run.
 2. Job overhead: for each model of the default zoo, a real fine-tune on ``builtin:digits``, then
    the worker's save-and-upload step (:func:`worker._artifacts.keep_model`); the share of the
-   job's wall time (model load + fine-tune + save-and-upload) that the last step takes.
+   job's wall time (model load + fine-tune + save-and-upload) that the artifact steps take:
+   save-and-upload plus the runner's look for an earlier delivery's artifact (``recover``).
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def _copy(src: Path, dest: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _throughput(folder: Path, address: str, size_mb: float, repeats: int, log: Callable[[str], None]) -> dict[str, float]:
+def _throughput(
+    folder: Path, address: str, size_mb: float, repeats: int, log: Callable[[str], None]
+) -> dict[str, float]:
     import torch
 
     from clients._artifacts import ArtifactClient
@@ -84,7 +87,8 @@ def _throughput(folder: Path, address: str, size_mb: float, repeats: int, log: C
             sha, size = save_safetensors({"w": torch.rand(numel, generator=torch.Generator().manual_seed(i))}, weights)
             manifest = src / "manifest.json"
             manifest_sha, _ = atomic_write_bytes(
-                manifest, manifest_bytes({"job_id": f"bench-{i}", "files": {weights.name: {"sha256": sha, "size": size}}})
+                manifest,
+                manifest_bytes({"job_id": f"bench-{i}", "files": {weights.name: {"sha256": sha, "size": size}}}),
             )
             mb = size / (1 << 20)
             t = time.perf_counter()
@@ -92,7 +96,9 @@ def _throughput(folder: Path, address: str, size_mb: float, repeats: int, log: C
             copies.append(mb / (time.perf_counter() - t))
             t = time.perf_counter()
             # The digests come from saving, as in the worker (deliver).
-            stored = client.upload(f"bench-{i}", weights, manifest, sha256={weights.name: sha, manifest.name: manifest_sha})
+            stored = client.upload(
+                f"bench-{i}", weights, manifest, sha256={weights.name: sha, manifest.name: manifest_sha}
+            )
             uploads.append(mb / (time.perf_counter() - t))
             t = time.perf_counter()
             client.download(stored, folder / f"down{i}", progress=False)
@@ -109,9 +115,11 @@ def _throughput(folder: Path, address: str, size_mb: float, repeats: int, log: C
             "download_vs_copy": statistics.median(d / c for d, c in zip(downloads, copies, strict=True))}  # fmt: skip
 
 
-def _job_overheads(folder: Path, address: str, models: list[str], epochs: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _job_overheads(
+    folder: Path, address: str, models: list[str], epochs: int, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
     from adaptor_service._types import Candidate, Job, Plan, Prediction, TaskSpec
-    from worker._artifacts import keep_model
+    from worker._artifacts import keep_model, recover
     from worker._config import WorkerSettings
     from worker._finetune import FinetuneSpec, run_finetune
     from zoo_store import create_model
@@ -121,17 +129,19 @@ def _job_overheads(folder: Path, address: str, models: list[str], epochs: int, l
     os.environ["NASOA_ARTIFACT_TOKEN"] = TOKEN  # the worker's upload token
     rows = []
     for name in models:
+        candidate = Candidate(name, {"lr": 0.05, "batch_size": 64}, epochs)
+        plan = Plan(candidate, Prediction(0.0, 0.0, 0.0, 0.0), "bench", 1.0)
+        job = Job(f"bench-{name}", TaskSpec("builtin:digits", 120.0), plan, created_at=time.time())
         start = time.perf_counter()
+        assert recover(settings, job) is None  # the runner's look for an earlier delivery's model
+        looked = time.perf_counter() - start
         model = create_model(name)
         spec = FinetuneSpec("builtin:digits", epochs=epochs, lr=0.05, batch_size=64, deadline_seconds=120.0)
         result = run_finetune(spec, model)
         trained = time.perf_counter()
-        candidate = Candidate(name, {"lr": 0.05, "batch_size": 64}, epochs)
-        plan = Plan(candidate, Prediction(0.0, 0.0, 0.0, 0.0), "bench", 1.0)
-        job = Job(f"bench-{name}", TaskSpec("builtin:digits", 120.0), plan, created_at=time.time())
         stored = keep_model(settings, job, model, spec, result, trained - start - result.seconds)
         wall = time.perf_counter() - start
-        kept = time.perf_counter() - trained
+        kept = time.perf_counter() - trained + looked
         rows.append({"model": name, "job_seconds": wall, "save_upload_seconds": kept, "share": kept / wall,
                      "artifact_mb": stored.size_bytes / (1 << 20), "test_accuracy": result.accuracy})  # fmt: skip
         log(f"  {name:>14}: job {wall:6.2f} s, save+upload {kept:5.3f} s ({100 * kept / wall:4.1f}%), "

@@ -138,7 +138,9 @@ class ArtifactClient:
     # ---- reading
 
     def get(self, job_id: str = "", artifact_id: str = "") -> StoredArtifact:
-        request = apb.GetArtifactRequest(artifact_id=artifact_id) if artifact_id else apb.GetArtifactRequest(job_id=job_id)
+        request = (
+            apb.GetArtifactRequest(artifact_id=artifact_id) if artifact_id else apb.GetArtifactRequest(job_id=job_id)
+        )
         msg = self._retrying("GetArtifact", lambda: self._stub.GetArtifact(request, timeout=self.timeout,
                                                                             metadata=self._metadata))  # fmt: skip
         return StoredArtifact.from_pb(msg)
@@ -180,7 +182,9 @@ class ArtifactClient:
                     if attempt == 2:
                         raise ChecksumMismatch(f"{name} of artifact {artifact.artifact_id} failed its sha256 check twice; "
                                                "the store's copy may be corrupt")  # fmt: skip
-                    log.warning("%s of artifact %s failed its sha256 check; fetching it again", name, artifact.artifact_id)
+                    log.warning(
+                        "%s of artifact %s failed its sha256 check; fetching it again", name, artifact.artifact_id
+                    )
                     bar.update(-size)
         sums = "".join(f"{sha}  {name}\n" for name, (sha, _) in sorted(artifact.files.items()))
         (folder / SUMS).write_text(sums)

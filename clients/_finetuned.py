@@ -174,7 +174,9 @@ def _load_folder(folder: Path, device: str) -> FineTuned:
     except ValueError as exc:
         raise ValueError(f"{folder / MANIFEST} is not JSON: {exc}") from None
     if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{folder / MANIFEST} has format {manifest.get('format')!r}; this version reads {MANIFEST_FORMAT}")
+        raise ValueError(
+            f"{folder / MANIFEST} has format {manifest.get('format')!r}; this version reads {MANIFEST_FORMAT}"
+        )
     weights = manifest["files"][WEIGHTS]
     state = load_safetensors(folder / WEIGHTS, weights["sha256"], int(weights["size"]))
     entry = ZooEntry.from_dict(manifest["base_model"])

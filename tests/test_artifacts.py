@@ -57,7 +57,10 @@ def test_upload_commit_download_round_trip(tmp_path, serve):
     with ArtifactClient(address, token=TOKEN) as client:
         stored = client.upload("job-1", weights, manifest, job_created_at=1.0)
         assert stored.sha256 == sha256_file(manifest) and stored.artifact_id == stored.sha256[:16]
-        assert not stored.existed and stored.files["model.safetensors"] == (sha256_file(weights), weights.stat().st_size)
+        assert not stored.existed and stored.files["model.safetensors"] == (
+            sha256_file(weights),
+            weights.stat().st_size,
+        )
         # Idempotent by job id: a redelivered job gets the stored artifact back.
         again = client.upload("job-1", weights, manifest)
         assert again.existed and again.artifact_id == stored.artifact_id
@@ -98,7 +101,10 @@ def test_upload_over_the_size_limit_and_full_disk_leave_nothing(tmp_path, serve)
     address, store = serve(max_upload_bytes=1000, min_free_bytes=0)
     with ArtifactClient(address, token=TOKEN) as client, pytest.raises(ValueError) as info:
         client.upload("job-big", weights, manifest)
-    assert str(info.value) == f"upload of model.safetensors ({weights.stat().st_size} bytes) is larger than the 1000-byte limit"
+    assert (
+        str(info.value)
+        == f"upload of model.safetensors ({weights.stat().st_size} bytes) is larger than the 1000-byte limit"
+    )
     assert _left_behind(store) == []
 
     address, store = serve(min_free_bytes=1 << 60)  # no disk has that much free: the store is full
@@ -116,14 +122,20 @@ def test_tokens_guard_uploads_always_and_reads_when_configured(tmp_path, serve):
         with pytest.raises(ArtifactNotFound, match="no artifact stored for job 'job-t'"):
             anonymous.get(job_id="job-t")  # reads are open without a configured token
     guarded_address, _ = serve(guard_reads=True, min_free_bytes=0)
-    with ArtifactClient(guarded_address, token="wrong") as stranger, pytest.raises(PermissionError, match="wrong artifact token for this read"):
+    with (
+        ArtifactClient(guarded_address, token="wrong") as stranger,
+        pytest.raises(PermissionError, match="wrong artifact token for this read"),
+    ):
         stranger.get(job_id="job-t")
 
 
 def test_commit_checks_the_manifest(tmp_path, serve):
     address, store = serve(min_free_bytes=0)
     weights, manifest = _artifact(tmp_path / "out", "job-a")
-    with ArtifactClient(address, token=TOKEN) as client, pytest.raises(ValueError, match="does not belong to job 'job-b'"):
+    with (
+        ArtifactClient(address, token=TOKEN) as client,
+        pytest.raises(ValueError, match="does not belong to job 'job-b'"),
+    ):
         client.upload("job-b", weights, manifest)
     assert store.records() == []
 

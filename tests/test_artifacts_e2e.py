@@ -34,12 +34,16 @@ def _cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def _finished_job(cluster: LocalCluster, budget: float = 20.0) -> object:
-    client = cluster.client(timeout=30)
-    job = client.submit(TaskSpec(DIGITS, budget, compute_meta_features(DIGITS).as_dict()))
-    list(client.watch_job(job.job_id, timeout=240))
-    done = client.get_job(job.job_id)
-    assert done.state == JobState.DONE, (done.message, (cluster.log_dir / "worker0.log").read_text()[-3000:])
+def _finished_job(cluster: LocalCluster, budget: str = "20s") -> object:
+    """A job submitted the way the README does it, ``--wait`` ending with where the model is."""
+    submitted = _cli(cluster, "submit", DIGITS, "--budget", budget, "--wait")
+    assert submitted.returncode == 0, (submitted.stdout, submitted.stderr,
+                                       (cluster.log_dir / "worker0.log").read_text()[-3000:])  # fmt: skip
+    job_id = submitted.stdout.split()[1]
+    done = cluster.client(timeout=30).get_job(job_id)
+    assert done.state == JobState.DONE
+    assert f"model: artifact {done.result.artifact_id} in the artifact store" in submitted.stdout
+    assert f"nasoa-submit download {job_id} -o ./{job_id}" in submitted.stdout
     return done
 
 
@@ -55,6 +59,8 @@ model = load_finetuned(sys.argv[1])
 x, y = load_splits("builtin:digits").test
 predicted = model.predict(list(x))
 correct = sum(cls == model.classes[int(label)] for (cls, _), label in zip(predicted, y))
+copy = load_finetuned(model.save(sys.argv[2]))  # save() writes a folder that loads the same
+assert copy.predict(list(x[:32])) == predicted[:32] and copy.manifest == model.manifest
 print(json.dumps({"accuracy": 100.0 * correct / len(y), "reported": model.accuracy,
                   "training": model.model.training, "classes": model.classes}))
 """
@@ -80,7 +86,7 @@ def test_model_is_downloaded_loaded_elsewhere_and_predicts(tmp_path, rabbitmq_ur
 
         # A fresh process, nothing but the folder: the test split scores what the job reported.
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        scored = subprocess.run([sys.executable, "-c", _FRESH_PROCESS_SCORE, str(out)], env=env,
+        scored = subprocess.run([sys.executable, "-c", _FRESH_PROCESS_SCORE, str(out), str(tmp_path / "saved")], env=env,
                                 capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
         fresh = json.loads(scored.stdout)
         assert fresh["accuracy"] == pytest.approx(result.accuracy, abs=0.1), fresh
@@ -123,7 +129,10 @@ def test_model_is_downloaded_loaded_elsewhere_and_predicts(tmp_path, rabbitmq_ur
         from clients import ArtifactClient
 
         for token in ("", "wrong"):
-            with ArtifactClient(cluster.zoo_address, token=token) as anonymous, pytest.raises(PermissionError, match="artifact token"):
+            with (
+                ArtifactClient(cluster.zoo_address, token=token) as anonymous,
+                pytest.raises(PermissionError, match="artifact token"),
+            ):
                 anonymous.upload("intruder", weights, out / "manifest.json")
         assert len(_artifact_records(cluster)) == 1
 

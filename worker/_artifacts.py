@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from worker._finetune import FinetuneResult, FinetuneSpec
 
-__all__ = ["build_manifest", "deliver", "keep_model", "recover"]
+__all__ = ["artifact_reserve_seconds", "build_manifest", "deliver", "keep_model", "recover"]
 
 log = logging.getLogger("nasoa.worker.artifacts")
 
@@ -40,6 +40,14 @@ SPLIT_RULE = (
     "the test split is scored once on the weights kept"
 )
 _VERSIONED = ("torch", "torchvision", "safetensors", "numpy", "nasoa")
+
+
+def artifact_reserve_seconds(model: nn.Module) -> float:
+    """Seconds kept back from the fine-tune's deadline for saving and uploading the model, so
+    the whole job fits its budget: a fixed part for the calls, and the weights at 30 MB/s
+    (below what the CPU machine measured under load, docs/BENCHMARKS.md)."""
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 0.25 + weight_bytes / 30e6
 
 
 def _versions() -> dict[str, str]:

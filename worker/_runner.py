@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from adaptor_service import _convert as convert
 from adaptor_service._types import CurvePoint, Job, Observation
 from nasoa_api.v1 import adaptor_pb2 as pb
-from worker._artifacts import keep_model, recover
+from worker._artifacts import artifact_reserve_seconds, keep_model, recover
 from worker._config import WorkerSettings
 
 log = logging.getLogger("nasoa.worker")
@@ -107,7 +107,7 @@ class JobRunner:
             frozen_stages=int(hp.get("frozen_stages", 0)),
             optimizer=str(hp.get("optimizer", "sgd")),
             weight_decay=float(hp.get("weight_decay", 1e-4)),
-            deadline_seconds=max(remaining, 0.5),
+            deadline_seconds=max(remaining - artifact_reserve_seconds(model), 0.5),
             data_root=os.environ.get("NASOA_DATA_ROOT") or None,
             num_threads=int(os.environ.get("NASOA_TORCH_THREADS", "0")) or None,
         )

@@ -99,7 +99,9 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
         offset = self._call(context, lambda: self.store.upload_offset(request.job_id, _file(request.file)))
         return apb.UploadOffset(offset=offset)
 
-    def UploadFile(self, request_iterator: Iterator[apb.UploadFileRequest], context: grpc.ServicerContext) -> apb.UploadedFile:
+    def UploadFile(
+        self, request_iterator: Iterator[apb.UploadFileRequest], context: grpc.ServicerContext
+    ) -> apb.UploadedFile:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("part") != "header":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first UploadFile message must be the header")
@@ -142,7 +144,9 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed below, also when the client goes away
         except FileNotFoundError:
-            context.abort(grpc.StatusCode.DATA_LOSS, f"{file.name} of artifact {request.artifact_id} is missing on the store")
+            context.abort(
+                grpc.StatusCode.DATA_LOSS, f"{file.name} of artifact {request.artifact_id} is missing on the store"
+            )
         with f:
             f.seek(offset)
             if offset == file.size:

@@ -269,7 +269,9 @@ class ArtifactStore:
                 raise ArtifactError(f"artifact id must be 16 lowercase hex digits, got {artifact_id!r}")
             record = self._by_id.get(artifact_id)
             if record is None:
-                raise ArtifactNotFound(f"no artifact {artifact_id} in the store (deleted by retention, or never stored)")
+                raise ArtifactNotFound(
+                    f"no artifact {artifact_id} in the store (deleted by retention, or never stored)"
+                )
             return record
         record = self._by_job.get(check_job_id(job_id))
         if record is None:
