@@ -87,7 +87,7 @@ def _follow(client: Any, job: Any, as_json: bool, watch_timeout: float, grace: f
         make_console().print(result_text(job), markup=False)
         if job.result is not None and job.result.artifact_id:
             make_console().print(f"model: artifact {job.result.artifact_id} in the artifact store; get it with\n"
-                             f"  nasoa-submit download {job.job_id}     or: nasoa-submit predict {job.job_id} IMAGES...",
+                             f"  nasoa-submit download {job.job_id} -o ./{job.job_id}     or: nasoa-submit predict {job.job_id} IMAGES...",
                              markup=False)
     return EXIT_OK if job.state.value == "DONE" else EXIT_JOB_FAILED
 

@@ -110,6 +110,8 @@ def test_every_command_prints_parseable_json_with_plain_values(served, home):
 
     stats = json.loads(nasoa_submit("stats", "--json", address=address).stdout)
     assert stats["jobs"] == 1 and stats["jobs_by_state"] == {"QUEUED": 1} and isinstance(stats["observations"], int)
+    text = nasoa_submit("stats", address=address).stdout
+    assert "jobs 1 (QUEUED 1)" in text and "observations learned 0" in text and "{" not in text
 
     cancelled = json.loads(nasoa_submit("cancel", job["job_id"], "--json", address=address).stdout)
     assert cancelled["state"] == "CANCELLED"

@@ -151,6 +151,17 @@ def test_report_of_real_jobs_renders_and_leaderboard_is_a_dataframe(cluster, tmp
     assert (frame["state"] == "DONE").any() and frame["accuracy"].iloc[0] == frame["accuracy"].max()
 
 
+def test_models_lists_the_zoo_as_plain_values(cluster):
+    proc = nasoa_submit("models", "etnas-z*", "--json", "--zoo-address", cluster.zoo_address,
+                        address=cluster.adaptor_address)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert rows and all(r["name"].startswith("etnas-z") for r in rows)
+    assert all(isinstance(r["num_params"], int) and r["step_time_ms"]["cpu"] > 0 for r in rows)
+    table = nasoa_submit("models", "--zoo-address", cluster.zoo_address, address=cluster.adaptor_address).stdout
+    assert "etnas-z1" in table and "source acc" in table
+
+
 def _digits_sample(n: int = 40):
     from nasoa_data import load_arrays
 
