@@ -4,7 +4,8 @@
 - ``live``: a stream of real fine-tuning requests through the running service, per policy;
 - ``service``: Recommend latency and Observe throughput, through gRPC and direct;
 - ``zoo``: training step time of the zoo against torchvision baselines at equal accuracy;
-- ``artifacts``: model upload/download throughput against a file copy, save+upload share of a job.
+- ``artifacts``: model upload/download throughput against a file copy, save+upload share of a job;
+- ``first-request``: the first request on a fresh adaptor, cold against warm (the default).
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ import sys
 from collections.abc import Sequence
 
 from clients.demo import EXPERIENCE
+
+
+def cmd_first_request(args: argparse.Namespace) -> int:
+    from benchmarks._first_request import format_first_request, run_first_request
+    from nasoa import parse_duration
+
+    log = (lambda _m: None) if args.json else print
+    rows = run_first_request(args.dataset, parse_duration(args.budget), args.home, progress=log)
+    print(json.dumps(rows, indent=2) if args.json else format_first_request(rows))
+    return 0
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -149,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-jobs", action="store_true", help="throughput only")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_artifacts)
+
+    p = sub.add_parser("first-request", help="the first request on a fresh adaptor: cold vs warm (the default)")
+    p.add_argument("--dataset", default="builtin:digits")
+    p.add_argument("--budget", default="30s", help="e.g. 30s, 2m")
+    p.add_argument("--home", default="var/bench-first-request")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_first_request)
 
     return parser
 
