@@ -1,10 +1,12 @@
 """NASOA from Python: fine-tune a model for a dataset within a time budget, in one call.
 
->>> import nasoa                                                   # doctest: +SKIP
->>> model = nasoa.fit("builtin:digits", "1m")      # a single-machine cluster, warm-started
->>> model.accuracy, model.plan.candidate.describe()
->>> model.predict(images)
->>> nasoa.leaderboard()                           # finished jobs as a pandas DataFrame
+.. code-block:: python
+
+    import nasoa
+    model = nasoa.fit("builtin:digits", "1m")   # a single-machine cluster, warm-started
+    model.accuracy, model.plan, model.curve
+    model.predict(images)                       # (class, probability) per image
+    nasoa.leaderboard()                         # finished jobs as a pandas DataFrame
 
 - :func:`fit`: plan, fine-tune and return the fine-tuned model (``FineTuned``).
 - :class:`Client`: the adaptor service (submit, plan, wait, jobs, cancel, stats, report).

@@ -102,3 +102,21 @@ def test_server_help_lists_options_and_settings():
     out = subprocess.run([sys.executable, "-m", "zoo_store.cli", "serve", "--help"], capture_output=True, text=True,
                          timeout=60)
     assert "NASOA_ZOO_PORT" in out.stdout and "NASOA_REFLECTION" in out.stdout
+
+
+def test_zoo_serves_reflection_behind_the_same_setting(tmp_path):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    port = free_port()
+    env = dict(os.environ, NASOA_REFLECTION="1", NASOA_HOME=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "zoo_store.cli", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_serving(f"127.0.0.1:{port}", 60, proc)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            reply = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        assert "nasoa.v1.ZooService" in {s.name for s in reply.list_services_response.service}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

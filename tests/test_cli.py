@@ -204,3 +204,12 @@ def test_help_lists_exit_codes_and_every_command(home):
     for command in ("submit", "plan", "watch", "status", "cancel", "models", "stats", "report"):
         assert command in proc.stdout
     assert "3 job failed" in " ".join(proc.stdout.split())
+
+
+def test_doctests_of_the_user_modules():
+    import doctest
+    import importlib
+
+    for name in ("nasoa._client", "nasoa._records", "clients._client", "adaptor_service._schedulers"):
+        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, name
