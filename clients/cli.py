@@ -21,6 +21,7 @@ import typer
 
 from clients._cli_text import job_table, make_console, plan_text, print_json, result_text
 from clients._follow import Follower, NoWorker, warn_without_workers
+from nasoa import DEVICE_CLASSES
 
 PROG = "nasoa-submit"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_JOB_FAILED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
@@ -42,9 +43,8 @@ app = typer.Typer(
 )
 
 
-class Device(enum.StrEnum):
-    cpu = "cpu"
-    cuda = "cuda"
+# The device classes workers serve, one queue each: --device offers exactly these.
+Device = enum.StrEnum("Device", {name: name for name in DEVICE_CLASSES})  # type: ignore[misc]
 
 
 Address = Annotated[str, typer.Option(
@@ -100,7 +100,7 @@ def submit(
     dataset: Dataset,
     budget: Budget,
     model: Models = None,
-    device: DeviceOpt = Device.cpu,
+    device: DeviceOpt = Device.cpu,  # type: ignore[attr-defined]
     job_id: Annotated[str, typer.Option(help="idempotency key: submitting it again returns the same job")] = "",
     wait: Annotated[bool, typer.Option("--wait", help="follow the job live and exit with its outcome")] = False,
     worker_grace: Annotated[float, typer.Option(
@@ -136,7 +136,7 @@ def plan(
     dataset: Dataset,
     budget: Budget,
     model: Models = None,
-    device: DeviceOpt = Device.cpu,
+    device: DeviceOpt = Device.cpu,  # type: ignore[attr-defined]
     top_k: Annotated[int, typer.Option(min=0, max=1000, help="runners-up to show")] = 5,
     as_json: Json = False,
     address: Address = DEFAULT_ADDRESS,
