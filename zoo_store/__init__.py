@@ -36,6 +36,7 @@ __all__ = [
     "ModelNotFound",
     "PretrainRecipe",
     "PretrainSpec",
+    "StreamingSha256",
     "UnsafeCheckpointError",
     "ZooClient",
     "ZooEntry",
@@ -81,6 +82,7 @@ _WHERE: dict[str, str] = {
     "OFFICIAL_ENCODINGS": "_etnas",
     "count_params_and_macs": "_etnas",
     "ChecksumMismatch": "_checkpoints",
+    "StreamingSha256": "_checkpoints",
     "InvalidCheckpointError": "_checkpoints",
     "UnsafeCheckpointError": "_checkpoints",
     "load_safetensors": "_checkpoints",
@@ -130,6 +132,7 @@ if TYPE_CHECKING:
     from zoo_store._checkpoints import (
         ChecksumMismatch,
         InvalidCheckpointError,
+        StreamingSha256,
         UnsafeCheckpointError,
         load_safetensors,
         load_torch_weights,
