@@ -43,6 +43,7 @@ __all__ = [
     "ZooServicer",
     "ZooStore",
     "artifact_token",
+    "atomic_write_bytes",
     "build_model",
     "count_params_and_macs",
     "create_model",
@@ -51,6 +52,7 @@ __all__ = [
     "device_class",
     "fetch_checkpoint",
     "get_entry",
+    "get_remote_entry",
     "import_etnas_pth",
     "import_torchvision",
     "list_models",
@@ -83,6 +85,7 @@ _WHERE: dict[str, str] = {
     "count_params_and_macs": "_etnas",
     "ChecksumMismatch": "_checkpoints",
     "StreamingSha256": "_checkpoints",
+    "atomic_write_bytes": "_checkpoints",
     "InvalidCheckpointError": "_checkpoints",
     "UnsafeCheckpointError": "_checkpoints",
     "load_safetensors": "_checkpoints",
@@ -109,6 +112,7 @@ _WHERE: dict[str, str] = {
     "CheckpointCache": "_client",
     "ZooClient": "_client",
     "fetch_checkpoint": "_client",
+    "get_remote_entry": "_client",
     "import_etnas_pth": "_importers",
     "import_torchvision": "_importers",
     "device_class": "_profile",
@@ -134,13 +138,14 @@ if TYPE_CHECKING:
         InvalidCheckpointError,
         StreamingSha256,
         UnsafeCheckpointError,
+        atomic_write_bytes,
         load_safetensors,
         load_torch_weights,
         save_safetensors,
         sha256_file,
         verify_file,
     )
-    from zoo_store._client import CheckpointCache, ZooClient, fetch_checkpoint
+    from zoo_store._client import CheckpointCache, ZooClient, fetch_checkpoint, get_remote_entry
     from zoo_store._etnas import (
         ETNAS,
         OFFICIAL_ENCODINGS,
