@@ -72,10 +72,8 @@ def _throughput(
 ) -> dict[str, float]:
     import torch
 
-    from clients._artifacts import ArtifactClient
-    from clients._finetuned import manifest_bytes
-    from zoo_store import save_safetensors
-    from zoo_store._checkpoints import atomic_write_bytes
+    from clients import ArtifactClient, manifest_bytes
+    from zoo_store import atomic_write_bytes, save_safetensors
 
     numel = int(size_mb * (1 << 20) / 4)
     copies, uploads, downloads = [], [], []

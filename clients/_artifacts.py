@@ -192,25 +192,29 @@ class ArtifactClient:
 
     def _fetch_into(self, artifact_id: str, name: str, size: int, partial: Path, bar: Any) -> str:
         """Complete ``partial`` from its size on; returns the sha256 of the whole file."""
-        from zoo_store._artifacts import _hash_prefix
+        from zoo_store import StreamingSha256
 
         def attempt() -> str:
             offset = partial.stat().st_size if partial.exists() else 0
             if offset > size:  # longer than the file: certainly wrong
                 partial.unlink()
                 offset = 0
-            digest = _hash_prefix(partial, offset)  # then hashed as it arrives: one pass over the bytes
+            digest = StreamingSha256.of_prefix(partial, offset)  # then hashed as it arrives: one pass
             if offset == size:
                 return digest.hexdigest()
             request = apb.DownloadFileRequest(artifact_id=artifact_id, name=name, offset=offset, chunk_size=CHUNK_BYTES)
-            with open(partial, "ab") as out:
-                for chunk in self._stub.DownloadFile(request, timeout=self.timeout, metadata=self._metadata):
-                    if chunk.offset != out.tell():
-                        raise ValueError(f"the store sent offset {chunk.offset} of {name}, expected {out.tell()}")
-                    out.write(chunk.data)
-                    digest.update(chunk.data)
-                    bar.update(len(chunk.data))
-            return digest.hexdigest()
+            try:
+                with open(partial, "ab") as out:
+                    for chunk in self._stub.DownloadFile(request, timeout=self.timeout, metadata=self._metadata):
+                        if chunk.offset != out.tell():
+                            raise ValueError(f"the store sent offset {chunk.offset} of {name}, expected {out.tell()}")
+                        data = chunk.data
+                        digest.update(data)
+                        out.write(data)
+                        bar.update(len(data))
+                return digest.hexdigest()
+            finally:
+                digest.close()
 
         already = partial.stat().st_size if partial.exists() else 0
         bar.update(min(already, size))

@@ -30,8 +30,7 @@ PREDICT_BATCH = 256
 
 def expand_images(items: Iterable[Any]) -> list[Any]:
     """Paths, PIL images or arrays; a folder stands for its image files (recursively, sorted)."""
-    from nasoa_data import DatasetError
-    from nasoa_data._refs import IMG_EXTENSIONS
+    from nasoa_data import IMG_EXTENSIONS, DatasetError
 
     out: list[Any] = []
     for item in items:
@@ -113,8 +112,7 @@ class FineTuned:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``model.safetensors``, ``manifest.json`` and ``SHA256SUMS`` into ``directory``."""
-        from zoo_store import save_safetensors
-        from zoo_store._checkpoints import atomic_write_bytes
+        from zoo_store import atomic_write_bytes, save_safetensors
 
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)

@@ -15,12 +15,13 @@ from __future__ import annotations
 from ._builtins import SplitArrays, load_arrays, load_splits
 from ._folders import load_folder_sample
 from ._metafeatures import MetaFeatures, compute_meta_features
-from ._refs import BUILTIN_NAMES, VALIDATION_FRACTION, DatasetError, DatasetRef, validation_count
+from ._refs import BUILTIN_NAMES, IMG_EXTENSIONS, VALIDATION_FRACTION, DatasetError, DatasetRef, validation_count
 from ._resolve import resolve
 from ._torch import TorchSplits, image_transform, make_torch_datasets, make_torch_splits, normalisation
 
 __all__ = [
     "BUILTIN_NAMES",
+    "IMG_EXTENSIONS",
     "VALIDATION_FRACTION",
     "DatasetError",
     "DatasetRef",

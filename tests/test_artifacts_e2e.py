@@ -181,3 +181,21 @@ def test_worker_killed_after_upload_stores_one_artifact_and_one_observation(tmp_
         assert "earlier delivery" in done.result.message
         assert [r["job_id"] for r in _artifact_records(cluster)] == [job.job_id]
         assert client.get_stats().observations == 1
+
+
+def test_full_store_fails_the_job_in_one_line_and_keeps_nothing(tmp_path, rabbitmq_url, queue_prefix):
+    # No disk has an exabyte free: the store refuses every upload as a full disk would.
+    with LocalCluster(tmp_path / "home", broker_url=rabbitmq_url,
+                      env={"NASOA_ARTIFACT_MIN_FREE_BYTES": str(1 << 60)}) as cluster:  # fmt: skip
+        client = cluster.client(timeout=30)
+        job = client.submit(TaskSpec(DIGITS, 10.0, compute_meta_features(DIGITS).as_dict()))
+        list(client.watch_job(job.job_id, timeout=240))
+        failed = client.get_job(job.job_id)
+        assert failed.state == JobState.FAILED and failed.result.artifact_id == ""
+        assert failed.message.startswith("ArtifactStoreFull: the artifact store's disk is full: ")
+        assert "\n" not in failed.message
+        dl = _cli(cluster, "download", job.job_id, "--zoo-address", cluster.zoo_address)
+        assert dl.returncode == 2 and f"job {job.job_id} is FAILED: it has no model" in dl.stderr
+        store = cluster.home / "artifacts"
+        assert [p for p in store.rglob("*") if p.is_file()] == []
+        assert not (ROOT / job.job_id).exists()

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adaptor_service._types import CurvePoint, Job, Observation
-from clients._artifacts import ArtifactClient, StoredArtifact
-from clients._finetuned import MANIFEST, MANIFEST_FORMAT, WEIGHTS, manifest_bytes
+from clients import MANIFEST_FORMAT, ArtifactClient, StoredArtifact, manifest_bytes
 from worker._config import WorkerSettings
+from zoo_store import ARTIFACT_FILES
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -39,6 +39,7 @@ SPLIT_RULE = (
     "training pool (or the folder's val/ beside test/); epochs and weights are chosen on validation only, "
     "the test split is scored once on the weights kept"
 )
+WEIGHTS, MANIFEST = ARTIFACT_FILES
 _VERSIONED = ("torch", "torchvision", "safetensors", "numpy", "nasoa")
 
 
@@ -96,8 +97,7 @@ def build_manifest(job: Job, entry: Any, spec: FinetuneSpec, result: FinetuneRes
 
 def deliver(settings: WorkerSettings, job: Job, model: nn.Module, manifest: dict[str, Any]) -> StoredArtifact:
     """Save the weights and the manifest locally, upload both, commit; returns the stored artifact."""
-    from zoo_store import save_safetensors
-    from zoo_store._checkpoints import atomic_write_bytes
+    from zoo_store import atomic_write_bytes, save_safetensors
 
     scratch = settings.cache_dir / "artifacts"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def keep_model(settings: WorkerSettings, job: Job, model: nn.Module, spec: Finet
                offset: float) -> StoredArtifact:  # fmt: skip
     """Manifest (with the zoo entry of the base model), save and upload: the runner's one call."""
     from clients._client import make_channel
-    from zoo_store._client import get_remote_entry
+    from zoo_store import get_remote_entry
 
     with make_channel(settings.zoo_address) as channel:
         entry = get_remote_entry(channel, job.plan.candidate.model, timeout=settings.rpc_timeout)

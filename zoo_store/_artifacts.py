@@ -48,9 +48,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from zoo_store._checkpoints import atomic_write_bytes, fsync_dir, validate_safetensors_header
+from zoo_store._checkpoints import StreamingSha256, atomic_write_bytes, fsync_dir, validate_safetensors_header
 
 ARTIFACT_FILES = ("model.safetensors", "manifest.json")
 
@@ -308,29 +307,32 @@ class ArtifactStore:
         self._check_space(file.size - offset)
         partial = self._partial(job_id, file)
         partial.parent.mkdir(parents=True, exist_ok=True)
-        digest = _hash_prefix(partial, offset)  # then hashed as it arrives: one pass over the bytes
+        digest = StreamingSha256.of_prefix(partial, offset)  # then hashed as it arrives: one pass
         size = offset
         try:
-            with open(partial, "ab") as out:
-                for data in chunks:
-                    size += len(data)
-                    if size > file.size:
-                        raise ArtifactError(f"{file.name} upload sent more than the {file.size} bytes announced")
-                    out.write(data)
-                    digest.update(data)
-                out.flush()
-                os.fsync(out.fileno())
-        except ArtifactError:
-            self._discard(partial)
-            raise
-        except OSError as exc:
-            self._discard(partial)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreFull(f"the artifact store's disk is full ({exc.strerror}); upload refused") from None
-            raise
-        if size < file.size:  # the stream ended early: keep the partial file to resume from
-            raise ArtifactError(f"{file.name} upload ended at byte {size} of {file.size}; resume from there")
-        actual = digest.hexdigest()
+            try:
+                with open(partial, "ab") as out:
+                    for data in chunks:
+                        size += len(data)
+                        if size > file.size:
+                            raise ArtifactError(f"{file.name} upload sent more than the {file.size} bytes announced")
+                        digest.update(data)  # on its thread, while this one writes
+                        out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except ArtifactError:
+                self._discard(partial)
+                raise
+            except OSError as exc:
+                self._discard(partial)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StoreFull(f"the artifact store's disk is full ({exc.strerror}); upload refused") from None
+                raise
+            if size < file.size:  # the stream ended early: keep the partial file to resume from
+                raise ArtifactError(f"{file.name} upload ended at byte {size} of {file.size}; resume from there")
+            actual = digest.hexdigest()
+        finally:
+            digest.close()
         if actual != file.sha256:
             self._discard(partial)
             raise ArtifactError(
@@ -440,17 +442,6 @@ class ArtifactStore:
             if folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
                 log.info("dropped stale partial upload %s", folder.name)
-
-
-def _hash_prefix(path: Path, size: int) -> Any:
-    """A sha256 object fed with the first ``size`` bytes of ``path`` (none when 0)."""
-    digest = hashlib.sha256()
-    if size:
-        with open(path, "rb") as f:
-            while size > 0 and (block := f.read(min(1 << 20, size))):
-                digest.update(block)
-                size -= len(block)
-    return digest
 
 
 def _read_manifest(path: Path, job_id: str) -> dict:
