@@ -20,6 +20,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "BudgetTooSmall": "nasoa._client",
     "Client": "nasoa._client",
     "DEVICE_CLASSES": "nasoa._client",
     "JobFailed": "nasoa._client",

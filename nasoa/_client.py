@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEVICE_CLASSES",
+    "BudgetTooSmall",
     "Client",
     "JobFailed",
     "ServiceUnreachable",
@@ -45,6 +46,21 @@ class JobFailed(RuntimeError):
     def __init__(self, job: Job) -> None:
         super().__init__(f"job {job.job_id} {job.state.value}: {job.message or 'no message'}")
         self.job = job
+
+
+class BudgetTooSmall(ValueError):
+    """The budget is below the quickest run the adaptor predicts for the task."""
+
+    def __init__(self, budget_seconds: float, plan: Plan) -> None:
+        p = plan.prediction
+        need = p.seconds * plan.time_margin
+        least = f"{need:.0f}s" if need >= 1 else f"{need:.1f}s"
+        super().__init__(
+            f"budget {budget_seconds:g}s is below the quickest predicted run: {plan.candidate.describe()} needs "
+            f"{p.seconds:.1f}s (loading, one epoch or more, evaluation) x margin {plan.time_margin:.2f}; "
+            f"give at least {least}"
+        )
+        self.plan = plan
 
 
 def parse_duration(value: str | float | int) -> float:
@@ -158,9 +174,19 @@ class Client:
 
     @_explained
     def submit(self, dataset: str | os.PathLike[str], budget: str | float, *, models: Sequence[str] = (),
-               device: str = "cpu", job_id: str = "") -> Job:
-        """Plan and queue a fine-tuning job; ``job_id`` makes a repeated call return the same job."""
-        return self.rpc.submit(self.task(dataset, budget, device), job_id=job_id, models=models)
+               device: str = "cpu", job_id: str = "", check_budget: bool = True) -> Job:
+        """Plan and queue a fine-tuning job; ``job_id`` makes a repeated call return the same job.
+
+        With ``check_budget``, a budget below the quickest predicted run (loading the model,
+        one epoch and the evaluation) is refused with ``BudgetTooSmall`` before anything is
+        queued.
+        """
+        task = self.task(dataset, budget, device)
+        if check_budget:
+            quickest = self.rpc.recommend(task, models=models, top_k=0)
+            if not quickest.feasible:
+                raise BudgetTooSmall(task.budget_seconds, quickest)
+        return self.rpc.submit(task, job_id=job_id, models=models)
 
     @_explained
     def plan(self, dataset: str | os.PathLike[str], budget: str | float, *, models: Sequence[str] = (),

@@ -61,6 +61,7 @@ def image_folder(root, classes=("cat", "dog"), per_class=6):
         (["submit", "builtin:digits", "--budget", "30s", "--device", "gpu"], "'gpu' is not one of 'cpu', 'cuda'"),
         (["submit", "builtin:digits"], "Missing option '--budget'"),
         (["plan", "builtin:digits", "--budget", "1 fortnight"], "not a duration"),
+        (["submit", "builtin:digits", "--budget", "1ms"], "budget 0.001s is below the quickest predicted run: small"),
     ],
 )
 def test_user_errors_get_one_line_exit_2_and_nothing_is_queued(served, home, args, message):
