@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test lint protos fashion-mnist bench-replay clean
+.PHONY: demo test lint protos fashion-mnist chromium bench-replay clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,17 @@ fashion-mnist:
 	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
 	  || { echo "could not install dataset-fashion-mnist: run 'apt-get install -y dataset-fashion-mnist' as root" >&2; exit 1; }
 
+# Headless Chromium (Debian) opens the HTML report in the tests.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium (Debian package)"; \
+	  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || { echo "could not install chromium: run 'apt-get install -y chromium chromium-driver' as root" >&2; exit 1; }
+
 demo: $(STAMP) fashion-mnist
 	$(PY) -m clients.demo
 
-test: $(STAMP) fashion-mnist lint
+test: $(STAMP) fashion-mnist chromium lint
 	$(PY) -m pytest
 
 # ruff, and the architecture's import contracts (pyproject.toml [tool.importlinter]).

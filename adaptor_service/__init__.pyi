@@ -29,6 +29,8 @@ from ._stores import JobStore as JobStore
 from ._stores import MemoryStore as MemoryStore
 from ._stores import SQLStore as SQLStore
 from ._stores import open_store as open_store
+from .server import SHIPPED_EXPERIENCE as SHIPPED_EXPERIENCE
 from .server import adaptor_from_settings as adaptor_from_settings
 from .server import make_server as make_server
 from .server import warm_start_from_file as warm_start_from_file
+from .server import warm_start_table as warm_start_table

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +74,26 @@ def _fits(item: ScoredCandidate, task: TaskSpec, time_margin: float) -> bool:
     return item.prediction.seconds * time_margin <= task.budget_seconds
 
 
+def difference(candidate: Candidate, chosen: Candidate) -> str:
+    """What sets ``candidate`` apart from ``chosen``, in the user's words.
+
+    >>> a = Candidate("m", {"lr": 0.1}, epochs=5)
+    >>> difference(Candidate("m", {"lr": 0.1}, epochs=2), a)
+    'the same run with 2 epochs instead of 5'
+    >>> difference(Candidate("n", {"lr": 0.01}, epochs=5), a)
+    'model n, lr=0.01'
+    """
+    if candidate.model == chosen.model and dict(candidate.hparams) == dict(chosen.hparams):
+        return f"the same run with {candidate.epochs} epochs instead of {chosen.epochs}"
+    parts = [f"model {candidate.model}"] if candidate.model != chosen.model else []
+    for key in sorted(set(candidate.hparams) | set(chosen.hparams)):
+        if candidate.hparams.get(key) != chosen.hparams.get(key):
+            parts.append(f"{key}={candidate.hparams.get(key, '-')}")
+    if candidate.epochs != chosen.epochs:
+        parts.append(f"{candidate.epochs} epochs")
+    return ", ".join(parts)
+
+
 def _plan(
     name: str,
     chosen: ScoredCandidate,
@@ -81,7 +101,7 @@ def _plan(
     task: TaskSpec,
     time_margin: float,
     top_k: int,
-    why_lost: str,
+    why_lost: str | Callable[[ScoredCandidate], str],
 ) -> Plan:
     alternatives = []
     for item in ranked:
@@ -95,7 +115,8 @@ def _plan(
                 f"exceeds the budget {task.budget_seconds:.1f}s"
             )
         else:
-            reason = why_lost
+            reason = why_lost if isinstance(why_lost, str) else why_lost(item)
+        reason = f"{difference(item.candidate, chosen.candidate)}: {reason}"
         alternatives.append(Alternative(item.candidate, item.prediction, reason))
     return Plan(
         candidate=chosen.candidate,
@@ -152,13 +173,19 @@ class OneShotGenerator(ScheduleGenerator):
             ranked = sorted(feasible, key=score, reverse=True)
             rest = sorted((s for s in scored if not _fits(s, task, time_margin)), key=score, reverse=True)
             mode = "optimistic" if optimistic else "risk-adjusted"
-            return _plan(
-                self.name, ranked[0], ranked + rest, task, time_margin, top_k,
-                f"lower {mode} predicted accuracy",
-            )
+            best = score(ranked[0])
+
+            def why_lost(item: ScoredCandidate) -> str:
+                lost = score(item)
+                if lost == best:
+                    return f"the same {mode} predicted accuracy ({lost:.1f}), ranked after the plan"
+                return f"lower {mode} predicted accuracy ({lost:.1f} against {best:.1f})"
+
+            return _plan(self.name, ranked[0], ranked + rest, task, time_margin, top_k, why_lost)
         # Nothing fits: run the fastest, so the job still finishes near its deadline.
         ranked = sorted(scored, key=lambda s: s.prediction.seconds)
-        return _plan(self.name, ranked[0], ranked, task, time_margin, top_k, "slower")
+        return _plan(self.name, ranked[0], ranked, task, time_margin, top_k,
+                     lambda item: f"slower ({item.prediction.seconds:.1f}s predicted)")
 
     def rows_to_score(self, task: TaskSpec, seconds: np.ndarray, time_margin: float, top_k: int) -> np.ndarray | None:
         """When at least ``top_k + 1`` candidates fit, those that fit plus the fastest ``top_k + 1``.

@@ -72,6 +72,13 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
     @_maps_errors
     def Submit(self, request: pb.SubmitRequest, context: grpc.ServicerContext) -> pb.Job:
         job = self.adaptor.submit(_task(request.task), job_id=request.job_id, models=list(request.models))
+        prediction = job.plan.prediction
+        log.info("job %s submitted: %s, budget %.0fs, plan %s", job.job_id, job.task.dataset_uri,
+                 job.task.budget_seconds, job.plan.candidate.describe(),
+                 extra={"event": "submit", "job_id": job.job_id, "dataset": job.task.dataset_uri,
+                        "budget_seconds": job.task.budget_seconds, "device_class": job.task.device_class,
+                        "state": job.state.value, "predicted_accuracy": prediction.accuracy,
+                        "predicted_seconds": prediction.seconds})
         return convert.job_to_pb(job)
 
     @_maps_errors
@@ -100,6 +107,8 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
                 results.commit()  # a job's events stay in order with its result
                 if kind == "started":
                     self.adaptor.job_started(request.job_id, request.started.worker)
+                    log.info("job %s started on %s", request.job_id, request.started.worker,
+                             extra={"event": "start", "job_id": request.job_id, "worker": request.started.worker})
                 elif kind == "progress":
                     p = request.progress
                     self.adaptor.job_progress(request.job_id, CurvePoint(p.epoch, p.accuracy, p.seconds))
@@ -131,6 +140,8 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
                 curve=convert.curve_from_pb(request.result.curve),
                 status=request.result.status or "ok",
                 message=request.result.message,
+                artifact_id=request.result.artifact_id,
+                artifact_sha256=request.result.artifact_sha256,
             ), job
         if not request.HasField("task") or not request.HasField("candidate"):
             raise NotFound(
@@ -235,5 +246,10 @@ class _ResultGroups:
         if not items or not self.context.is_active():
             return
         recorded = self.adaptor.observe_many(items)
+        for (obs, _), new in zip(items, recorded, strict=True):
+            if new:
+                log.info("job %s result: %s, %.1f%% in %.1fs", obs.job_id, obs.status, obs.accuracy, obs.seconds,
+                         extra={"event": "result", "job_id": obs.job_id, "status": obs.status,
+                                "accuracy": obs.accuracy, "seconds": obs.seconds})
         self.learned += sum(recorded)
         self.duplicates += len(recorded) - sum(recorded)

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,10 +30,12 @@ from nasoa_contracts import (
     AdaptorSettings,
     SettingsError,
     TokenAuthInterceptor,
+    enable_reflection,
     list_zoo_models,
     load_settings,
     make_channel,
     settings_table,
+    setup_logging,
 )
 
 log = logging.getLogger("nasoa.adaptor")
@@ -64,11 +67,7 @@ def make_server(
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     if reflection:
-        from grpc_reflection.v1alpha import reflection as grpc_reflection
-
-        grpc_reflection.enable_server_reflection(
-            (SERVICE_NAME, grpc_reflection.SERVICE_NAME, health.SERVICE_NAME), server
-        )
+        enable_reflection(server, [SERVICE_NAME])
     if tls is not None:
         creds = grpc.ssl_server_credentials([(tls[1], tls[0])])
         port = server.add_secure_port(address, creds)
@@ -156,8 +155,20 @@ def warm_start_from_file(adaptor: Adaptor, path: str) -> int:
     if space is not None:
         observations = [replace(o, candidate=space.complete(o.task, o.candidate)) for o in observations]
     learned = adaptor.warm_start(observations)
-    log.info("warm start from %s: %d runs, %d new", path, len(observations), learned)
+    log.info("warm start from %s: %d runs, %d new", path, len(observations), learned,
+             extra={"warm_start": str(path), "runs": len(observations), "new": learned})
     return learned
+
+
+#: The experience table shipped with the adaptor: 48 real runs on other subsets of the built-in data.
+SHIPPED_EXPERIENCE = Path(__file__).with_name("experience-builtin.jsonl")
+
+
+def warm_start_table(setting: str) -> Path | None:
+    """The table ``NASOA_WARM_START`` names: the shipped one when empty, None (cold) for ``none``."""
+    if setting.strip().lower() == "none":
+        return None
+    return Path(setting) if setting.strip() else SHIPPED_EXPERIENCE
 
 
 def serve(adaptor: Adaptor, settings: AdaptorSettings) -> None:
@@ -186,27 +197,31 @@ def serve(adaptor: Adaptor, settings: AdaptorSettings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nasoa-adaptor",
-        description="Serve the NASOA adaptor (gRPC): plans fine-tuning jobs and learns from their results.",
+        description="Serve the NASOA adaptor (gRPC): plans fine-tuning tasks, queues them for the "
+        "workers, learns from their results.",
         epilog="settings (environment variables, or the [adaptor] table of the TOML file $NASOA_CONFIG):\n"
-        + settings_table(AdaptorSettings),
+        + settings_table(AdaptorSettings).replace("%", "%%"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--address", help="HOST:PORT to serve on (overrides NASOA_ADAPTOR_ADDRESS)")
     parser.add_argument("--grace", type=float, help="SIGTERM grace period in seconds (overrides NASOA_GRACE_SECONDS)")
+    parser.add_argument("--warm-start", metavar="TABLE",
+                        help="experience table learned at start, or 'none' for a cold start "
+                        "(overrides NASOA_WARM_START; default: the shipped table)")
     args = parser.parse_args(argv)
-    overrides = {"adaptor_address": args.address, "grace_seconds": args.grace}
+    overrides = {"adaptor_address": args.address, "grace_seconds": args.grace, "warm_start": args.warm_start}
     try:
         settings = load_settings(AdaptorSettings, **{k: v for k, v in overrides.items() if v is not None})
     except SettingsError as exc:
         parser.error(str(exc))
-    logging.basicConfig(
-        level=settings.log_level,
-        format='{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": "%(message)s"}',
-    )
     try:
+        setup_logging(settings.log_level, settings.log_format)
         adaptor = adaptor_from_settings(settings)
-        if settings.warm_start:
-            warm_start_from_file(adaptor, settings.warm_start)
+        table = warm_start_table(settings.warm_start)
+        if table is None:
+            log.info("cold start: no experience table (NASOA_WARM_START=none)", extra={"warm_start": "none"})
+        else:
+            warm_start_from_file(adaptor, str(table))
     except (ValueError, LookupError, OSError) as exc:
         print(f"nasoa-adaptor: {exc}", file=sys.stderr)
         return 2

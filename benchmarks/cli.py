@@ -3,7 +3,9 @@
 - ``replay``: the QuickTune-extended replay of real fine-tuning meta-data (policies, regret);
 - ``live``: a stream of real fine-tuning requests through the running service, per policy;
 - ``service``: Recommend latency and Observe throughput, through gRPC and direct;
-- ``zoo``: training step time of the zoo against torchvision baselines at equal accuracy.
+- ``zoo``: training step time of the zoo against torchvision baselines at equal accuracy;
+- ``artifacts``: model upload/download throughput against a file copy, save+upload share of a job;
+- ``first-request``: the first request on a fresh adaptor, cold against warm (the default).
 """
 
 from __future__ import annotations
@@ -14,6 +16,16 @@ import sys
 from collections.abc import Sequence
 
 from clients.demo import EXPERIENCE
+
+
+def cmd_first_request(args: argparse.Namespace) -> int:
+    from benchmarks._first_request import format_first_request, run_first_request
+    from nasoa import parse_duration
+
+    log = (lambda _m: None) if args.json else print
+    rows = run_first_request(args.dataset, parse_duration(args.budget), args.home, progress=log)
+    print(json.dumps(rows, indent=2) if args.json else format_first_request(rows))
+    return 0
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -40,9 +52,9 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from benchmarks._replay import run_replay
-    from clients.cli import parse_budget
+    from nasoa import parse_duration
 
-    budgets = [parse_budget(b) for b in args.budgets.split(",") if b.strip()]
+    budgets = [parse_duration(b) for b in args.budgets.split(",") if b.strip()]
     if not budgets:
         raise ValueError("--budgets needs at least one budget, e.g. 0.5h,1h")
     log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
@@ -80,6 +92,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
     datasets = args.dataset or list(DEFAULT_DATASETS)
     table = collect_experience(args.out, datasets, args.runs, args.max_prior_seconds, args.seed)
     print(f"{len(table.runs)} runs written to {args.out}")
+    return 0
+
+
+def cmd_artifacts(args: argparse.Namespace) -> int:
+    from benchmarks._artifact_bench import format_artifact_result, run_artifact_benchmark
+
+    log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    models = [m for m in (args.models or "").split(",") if m] or None
+    result = run_artifact_benchmark(args.size_mb, args.repeats, args.epochs, models, not args.no_jobs, progress=log)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else format_artifact_result(result))
     return 0
 
 
@@ -129,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experience table every policy's adaptor starts from ('' for a cold start)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_live)
+
+    p = sub.add_parser("artifacts", help="model upload/download throughput vs a file copy; save+upload share of a job")
+    p.add_argument("--size-mb", type=float, default=64.0, help="size of the transferred safetensors file")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=2, help="epochs of each job's fine-tune")
+    p.add_argument("--models", help="comma-separated zoo models (default: the whole default zoo)")
+    p.add_argument("--no-jobs", action="store_true", help="throughput only")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_artifacts)
+
+    p = sub.add_parser("first-request", help="the first request on a fresh adaptor: cold vs warm (the default)")
+    p.add_argument("--dataset", default="builtin:digits")
+    p.add_argument("--budget", default="30s", help="e.g. 30s, 2m")
+    p.add_argument("--home", default="var/bench-first-request")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_first_request)
 
     return parser
 

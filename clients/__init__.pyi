@@ -1,4 +1,14 @@
+from ._artifacts import ArtifactClient as ArtifactClient
+from ._artifacts import ArtifactStoreFull as ArtifactStoreFull
+from ._artifacts import ModelNotReady as ModelNotReady
+from ._artifacts import StoredArtifact as StoredArtifact
+from ._artifacts import download_job as download_job
 from ._client import AdaptorClient as AdaptorClient
+from ._finetuned import MANIFEST_FORMAT as MANIFEST_FORMAT
+from ._finetuned import FineTuned as FineTuned
+from ._finetuned import expand_images as expand_images
+from ._finetuned import load_finetuned as load_finetuned
+from ._finetuned import manifest_bytes as manifest_bytes
 from .demo import EXPERIENCE as EXPERIENCE
 from .demo import StreamRow as StreamRow
 from .demo import request_stream as request_stream

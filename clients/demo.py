@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptor_service import SHIPPED_EXPERIENCE
+
 DATASETS = ("builtin:digits", "builtin:shapes", "builtin:fashion-mnist")
 # Past jobs on other subsets of the built-in sources (nasoa-bench collect): the adaptor starts
 # from this experience, as NASOA's predictor starts from the experience of past tasks.
-EXPERIENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "experience-builtin.jsonl"
+EXPERIENCE = SHIPPED_EXPERIENCE
 BUDGETS = (10.0, 20.0, 30.0, 45.0, 60.0, 15.0)
 
 
@@ -124,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from clients.local_cluster import LocalCluster
 
     broker = os.environ.get("NASOA_BROKER_URL", "")
-    warm = args.experience or None
+    warm = args.experience or None  # None: LocalCluster starts the adaptor cold
     print(f"starting zoo, adaptor and one worker (broker: {broker or 'embedded'}, state: {args.home}, "
           f"warm start: {warm or 'none'})", flush=True)
     started = time.monotonic()

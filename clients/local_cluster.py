@@ -13,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -30,21 +32,27 @@ def free_port() -> int:
 
 
 def wait_serving(address: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Block until the gRPC health service at ``address`` answers SERVING."""
+    """Block until the gRPC health service at ``address`` answers SERVING.
+
+    Waits on the channel's readiness (``grpc.channel_ready_future``); a watcher thread cancels
+    that wait if ``process`` exits first.
+    """
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
+        ready = grpc.channel_ready_future(channel)
+        if process is not None:
+            threading.Thread(target=lambda: (process.wait(), ready.cancel()), daemon=True).start()
+        try:
+            ready.result(timeout=timeout)
+        except grpc.FutureCancelledError:
+            raise RuntimeError(f"the process serving {address} exited with status {process.returncode}") from None
+        except grpc.FutureTimeoutError:
+            raise TimeoutError(f"nothing served at {address} within {timeout:.0f}s") from None
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"the process serving {address} exited with status {process.returncode}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise TimeoutError(f"nothing served at {address} within {timeout:.0f}s")
+        reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=max(1.0, deadline - time.monotonic()),
+                           wait_for_ready=True)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise RuntimeError(f"the service at {address} is {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
 
 
 class LocalCluster:
@@ -71,12 +79,14 @@ class LocalCluster:
         self.policy = policy
         self.fresh = fresh
         self.extra_env = dict(env or {})
-        if warm_start is not None:
-            self.extra_env["NASOA_WARM_START"] = str(Path(warm_start).resolve())
+        # None: a cold adaptor (tests and benchmarks choose their experience explicitly).
+        self.extra_env["NASOA_WARM_START"] = "none" if warm_start is None else str(Path(warm_start).resolve())
         self.log_dir = Path(log_dir) if log_dir else self.home / "logs"
         self.adaptor_address = f"127.0.0.1:{free_port()}"
         self.zoo_address = f"127.0.0.1:{free_port()}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # Celery node names must be unique on a shared broker (its pidbox queue is exclusive).
+        self.node_tag = uuid.uuid4().hex[:6]
 
     @property
     def env(self) -> dict[str, str]:
@@ -123,7 +133,7 @@ class LocalCluster:
 
     def start_worker(self, index: int = 0) -> subprocess.Popen[bytes]:
         return self._spawn(
-            f"worker{index}", ["worker.cli", "--concurrency", "1", "--hostname", f"nasoa{index}@%h"]
+            f"worker{index}", ["worker.cli", "--concurrency", "1", "--hostname", f"nasoa{index}.{self.node_tag}@%h"]
         )
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:

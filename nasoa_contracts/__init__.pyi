@@ -5,8 +5,10 @@ from ._broker import EMBEDDED_BROKER_URL as EMBEDDED_BROKER_URL
 from ._broker import broker_transport_options as broker_transport_options
 from ._broker import broker_url_or_embedded as broker_url_or_embedded
 from ._channels import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
+from ._channels import RETRIED_METHODS as RETRIED_METHODS
 from ._channels import bearer_metadata as bearer_metadata
 from ._channels import make_channel as make_channel
+from ._channels import retry_service_config as retry_service_config
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import FailedPrecondition as FailedPrecondition
 from ._errors import InvalidArgument as InvalidArgument
@@ -16,8 +18,10 @@ from ._errors import ServiceTimeout as ServiceTimeout
 from ._errors import ServiceUnavailable as ServiceUnavailable
 from ._errors import error_from_rpc as error_from_rpc
 from ._errors import status_of as status_of
+from ._logging import setup_logging as setup_logging
 from ._naming import FINETUNE_TASK as FINETUNE_TASK
 from ._naming import queue_for as queue_for
+from ._reflection import enable_reflection as enable_reflection
 from ._settings import AdaptorSettings as AdaptorSettings
 from ._settings import ClientSettings as ClientSettings
 from ._settings import DataSettings as DataSettings

@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-__all__ = ["MAX_MESSAGE_BYTES", "bearer_metadata", "make_channel"]
+__all__ = ["MAX_MESSAGE_BYTES", "RETRIED_METHODS", "bearer_metadata", "make_channel", "retry_service_config"]
 
 #: The largest message a client sends or receives (checkpoints and artifacts travel in chunks).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+# Idempotent methods: reads, Submit with a job id (the client always sends one), Observe
+# (results are deduplicated by job id), CancelJob (cancelling twice is refused, not repeated).
+RETRIED_METHODS = {
+    "nasoa.v1.AdaptorService": (
+        "Submit", "Recommend", "Observe", "WatchJob", "GetJob", "ListJobs", "CancelJob", "GetStats",
+    ),
+    "nasoa.v1.ZooService": ("ListModels", "GetModel", "FetchCheckpoint"),
+}
+
+
+def retry_service_config(max_attempts: int = 5) -> str:
+    """The gRPC service config (JSON) that retries idempotent calls on UNAVAILABLE with backoff.
+
+    >>> json.loads(retry_service_config(3))["methodConfig"][0]["retryPolicy"]["maxAttempts"]
+    3
+    """
+    names = [{"service": service, "method": method} for service, methods in RETRIED_METHODS.items()
+             for method in methods]
+    policy = {
+        "maxAttempts": max(2, min(int(max_attempts), 5)),  # gRPC caps attempts at 5
+        "initialBackoff": "0.2s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": policy}]})
 
 
 def bearer_metadata(token: str) -> list[tuple[str, str]]:
@@ -24,8 +53,12 @@ def make_channel(
     root_certificates: bytes | None = None,
     options: Sequence[tuple[str, Any]] = (),
     tls_ca: str | Path | None = None,
+    retry_attempts: int = 5,
 ) -> grpc.Channel:
     """A channel to ``address`` (``HOST:PORT``); TLS when root certificates are given.
+
+    Idempotent calls are retried on UNAVAILABLE, up to ``retry_attempts`` attempts in all
+    (1: no retry).
 
     ``tls_ca`` is a PEM file of root certificates, read when ``root_certificates`` is not
     given; by default the client settings' ``NASOA_TLS_CA``.
@@ -33,6 +66,8 @@ def make_channel(
     opts = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.enable_retries", int(retry_attempts > 1)),
+        ("grpc.service_config", retry_service_config(retry_attempts)),
         *options,
     ]
     if root_certificates is None and tls_ca is None:

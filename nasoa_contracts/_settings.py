@@ -92,6 +92,7 @@ class _Served(_Settings):
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     reflection: bool = Field(False, description="register gRPC server reflection (for grpcurl)")
     log_level: str = Field("INFO", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="log lines: JSON objects (python-json-logger) or text")
     grace_seconds: float = Field(10.0, gt=0, description="SIGTERM grace period for in-flight calls")
 
     def tls(self) -> tuple[bytes, bytes] | None:
@@ -125,7 +126,9 @@ class AdaptorSettings(_Served):
     dispatch: Literal["celery", "none"] = Field("celery", description="hand jobs to Celery workers, or plan only")
     broker_url: str = Field("", description="Celery broker, e.g. amqp://guest:guest@127.0.0.1:5672// (default: embedded)")
     queue_prefix: str = Field("nasoa", min_length=1, description="prefix of the per-device-class queues")
-    warm_start: str = Field("", description="experience table (.jsonl/.csv) learned at start")
+    warm_start: str = Field(
+        "", description="experience table (.jsonl/.csv) learned at start; empty: the shipped one; none: start cold"
+    )
 
     def model_post_init(self, _context: Any) -> None:
         home = self.home.expanduser()
@@ -154,6 +157,7 @@ class WorkerSettings(_Settings):
     torch_threads: int = Field(0, ge=0, description="torch threads per job (0: torch's default)")
     data_root: Path | None = Field(None, description="dataset folders must lie inside it")
     log_level: str = Field("INFO", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="log lines: JSON objects (python-json-logger) or text")
 
     def model_post_init(self, _context: Any) -> None:
         home = self.home.expanduser()
@@ -178,10 +182,16 @@ class ClientSettings(_Settings):
 
     section: ClassVar[str] = "client"
 
+    home: Path = Field(default_factory=_default_home, description="state directory of the single-machine setup")
     adaptor_address: Address = Field("127.0.0.1:50051", description="adaptor service")
     zoo_address: Address = Field("127.0.0.1:50052", description="zoo service")
     token: str = Field("", description="bearer token of the services", repr=False)
     tls_ca: Path | None = Field(None, description="PEM root certificates: talk TLS to the services")
+    broker_url: str = Field("", description="the workers' broker, asked whether a worker serves a queue (default: embedded)")
+    queue_prefix: str = Field("nasoa", min_length=1, description="prefix of the per-device-class queues")
+
+    def model_post_init(self, _context: Any) -> None:
+        object.__setattr__(self, "home", self.home.expanduser())
 
 
 class DataSettings(_Settings):

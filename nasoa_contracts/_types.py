@@ -193,7 +193,8 @@ class Observation:
     """The outcome of one run, sent back by a worker (or replayed from a log).
 
     ``curve`` holds the validation accuracy after each epoch with the cumulative time;
-    ``accuracy`` is the final held-out accuracy and ``seconds`` the total time used.
+    ``accuracy`` is the test accuracy of the weights kept (measured once) and ``seconds`` the
+    total time used.  ``artifact_id``/``artifact_sha256`` name the stored fine-tuned model.
     """
 
     job_id: str
@@ -204,6 +205,8 @@ class Observation:
     curve: tuple[CurvePoint, ...] = ()
     status: str = "ok"
     message: str = ""
+    artifact_id: str = ""
+    artifact_sha256: str = ""
 
     def __post_init__(self) -> None:
         if not self.job_id:
@@ -215,6 +218,14 @@ class Observation:
         if self.seconds < 0:
             raise InvalidArgument(f"seconds must be >= 0, got {self.seconds}")
         object.__setattr__(self, "curve", tuple(self.curve))
+        if self.artifact_id or self.artifact_sha256:
+            hexdigits = set("0123456789abcdef")
+            if len(self.artifact_sha256) != 64 or not set(self.artifact_sha256) <= hexdigits:
+                raise InvalidArgument(f"artifact_sha256 must be 64 lowercase hex digits, got {self.artifact_sha256!r}")
+            if self.artifact_id != self.artifact_sha256[:16]:
+                raise InvalidArgument(f"artifact_id must be the first 16 hex digits of artifact_sha256, got {self.artifact_id!r}")
+            if self.status == "failed":
+                raise InvalidArgument("a failed run has no artifact")
 
 
 @dataclass(frozen=True)

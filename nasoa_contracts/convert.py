@@ -141,6 +141,8 @@ def result_to_pb(obs: Observation) -> pb.Result:
         curve=curve_to_pb(obs.curve),
         status=obs.status,
         message=obs.message,
+        artifact_id=obs.artifact_id,
+        artifact_sha256=obs.artifact_sha256,
     )
 
 
@@ -164,6 +166,8 @@ def observation_from_pb(msg: pb.ObserveRequest) -> Observation:
         curve=curve_from_pb(result.curve),
         status=result.status or "ok",
         message=result.message,
+        artifact_id=result.artifact_id,
+        artifact_sha256=result.artifact_sha256,
     )
 
 
@@ -194,6 +198,8 @@ def job_from_pb(msg: pb.Job) -> Job:
             curve=curve_from_pb(msg.result.curve),
             status=msg.result.status or "ok",
             message=msg.result.message,
+            artifact_id=msg.result.artifact_id,
+            artifact_sha256=msg.result.artifact_sha256,
         )
     return Job(
         job_id=msg.job_id,

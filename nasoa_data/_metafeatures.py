@@ -17,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._sources import DatasetRef, _scan_folder, load_arrays, load_folder_sample, resolve
+from ._builtins import load_arrays
+from ._folders import load_folder_sample, scan_folder
+from ._refs import DatasetRef
+from ._resolve import resolve
 
 __all__ = ["MetaFeatures", "compute_meta_features"]
 
@@ -122,7 +125,7 @@ def compute_meta_features(
     if arrays is None:
         arrays = load_folder_sample(ref, FOLDER_SAMPLE_TRAIN, FOLDER_SAMPLE_TEST)
         counts = np.bincount(
-            [label for _, label in _scan_folder(ref.name, ref.seed, ref.data_root).train],
+            [label for _, label in scan_folder(ref.name, ref.seed, ref.data_root).pool],
             minlength=ref.num_classes,
         )
     else:
@@ -259,10 +262,10 @@ def _hash_arrays(
 
 def _hash_folder(ref: DatasetRef) -> str:
     """Hash of every file's bytes, relative path and label, in scan order."""
-    scan = _scan_folder(ref.name, ref.seed, ref.data_root)
+    scan = scan_folder(ref.name, ref.seed, ref.data_root)
     h = hashlib.sha256(f"nasoa-meta-v{FEATURES_VERSION}:folder".encode())
     h.update(json.dumps(list(scan.class_names)).encode())
-    for split, items in (("train", scan.train), ("test", scan.test)):
+    for split, items in (("train", scan.pool), ("test", scan.test)):
         for path, label in items:
             h.update(f"\0{split}\0{os.path.relpath(path, ref.name)}\0{label}\0".encode())
             with open(path, "rb") as f:

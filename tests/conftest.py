@@ -25,6 +25,20 @@ def rabbitmq_url() -> str:
     return RABBITMQ_URL
 
 
+@pytest.fixture
+def queue_prefix(rabbitmq_url, monkeypatch):
+    """A queue prefix of this test's own on the shared broker; its queues are deleted after."""
+    from kombu import Connection
+
+    prefix = f"nasoa-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("NASOA_QUEUE_PREFIX", prefix)
+    yield prefix
+    with Connection(rabbitmq_url) as conn:
+        channel = conn.channel()
+        for device in ("cpu", "cuda"):
+            channel.queue_delete(f"{prefix}.{device}")
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     assert _port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432"

@@ -30,7 +30,7 @@ def zoo_address():
 
 
 def _start_adaptor(home, zoo_address: str, address: str, snapshot_every: int = 10) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, NASOA_HOME=str(home), NASOA_ZOO_ADDRESS=zoo_address, NASOA_DISPATCH="none",
+    env = dict(os.environ, NASOA_HOME=str(home), NASOA_ZOO_ADDRESS=zoo_address, NASOA_DISPATCH="none", NASOA_WARM_START="none",
                NASOA_SNAPSHOT_EVERY=str(snapshot_every), NASOA_GRACE_SECONDS="5")
     with open(home / "adaptor.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "adaptor_service.server", "--address", address],

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("nasoa_contracts", "nasoa_data", "adaptor_service", "zoo_store", "worker", "clients")
+PACKAGES = ("nasoa_contracts", "nasoa_data", "adaptor_service", "zoo_store", "worker", "clients", "nasoa")
 MAX_LINES = 500
 
 

@@ -15,8 +15,9 @@ import pytest
 import nasoa_data
 from nasoa_data import (
     DatasetError,
+    _builtins,
+    _folders,
     _metafeatures,
-    _sources,
     compute_meta_features,
     load_arrays,
     resolve,
@@ -60,7 +61,7 @@ def test_builtin_loads_and_is_deterministic(name: str) -> None:
     assert x.std() > 10  # real images, not blanks
     assert not x.flags.writeable  # the in-process cache is shared: read-only
 
-    _sources._load_builtin.cache_clear()
+    _builtins._load_builtin.cache_clear()
     again = load_arrays(uri)
     for a, b in zip((x, y, xt, yt), again[:4], strict=True):
         np.testing.assert_array_equal(a, b)
@@ -79,7 +80,7 @@ def test_builtin_defaults_and_canonical_uri() -> None:
 def test_digits_match_scikit_learn() -> None:
     from sklearn.datasets import load_digits
 
-    x, y = _sources._digits()
+    x, y = _builtins._digits()
     bunch = load_digits()
     np.testing.assert_array_equal(y, bunch.target)
     np.testing.assert_array_equal(x[..., 0], np.rint(bunch.images * 255 / 16).astype(np.uint8))
@@ -184,8 +185,8 @@ def test_folder_with_train_and_val(split_folder: Path) -> None:
 def test_single_folder_is_split_80_20_deterministically(flat_folder: Path) -> None:
     ref = resolve(str(flat_folder))
     assert (ref.layout, ref.num_train, ref.num_test) == ("split", 12, 3)
-    a = _sources._scan_folder(ref.name, 0, None)
-    assert a == _sources._scan_folder(ref.name, 0, None)
+    a = _folders.scan_folder(ref.name, 0, None)
+    assert a == _folders.scan_folder(ref.name, 0, None)
     assert {p for p, _ in a.train}.isdisjoint(p for p, _ in a.test)
     assert resolve(f"file://{flat_folder}?seed=4").seed == 4
     x, *_ = load_arrays(ref)
@@ -303,8 +304,8 @@ def test_importing_and_meta_features_do_not_import_torch(tmp_path: Path) -> None
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_meta_features_are_sane_fast_and_cached(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     uri = f"builtin:{name}"  # default sizes: the promise is "well under 2 s" for these
-    _sources._load_builtin.cache_clear()
-    _sources._fashion.cache_clear()
+    _builtins._load_builtin.cache_clear()
+    _builtins._fashion.cache_clear()
     # The smaller of wall and CPU time: wall time suffers on a busy shared machine, CPU time
     # counts every BLAS thread on an idle many-core one; the smaller is fair on both.
     cpu, wall = time.process_time(), time.perf_counter()
@@ -367,3 +368,54 @@ def test_probes_rank_difficulty() -> None:
     easy = compute_meta_features("builtin:digits")
     hard = compute_meta_features("builtin:fashion-mnist")
     assert easy.probe_knn_accuracy > hard.probe_knn_accuracy
+
+
+# --------------------------------------------------------------------------- three splits
+
+
+def test_builtin_splits_are_seeded_disjoint_and_cover_the_pool() -> None:
+    ref = resolve("builtin:digits")
+    s = nasoa_data.load_splits(ref)
+    assert (len(s.train[1]), len(s.validation[1]), len(s.test[1])) == (ref.num_fit, ref.num_validation, ref.num_test)
+    assert ref.num_validation == nasoa_data.validation_count(ref.num_train) == 269
+    fit, val = _builtins.split_validation(load_arrays(ref)[1], ref.seed)
+    assert not set(fit.tolist()) & set(val.tolist()) and len(fit) + len(val) == ref.num_train
+    counts = np.bincount(s.validation[1], minlength=10)
+    assert counts.max() - counts.min() <= 1  # class-balanced
+    again = nasoa_data.load_splits(ref)
+    assert np.array_equal(again.validation[0], s.validation[0])
+    other = nasoa_data.load_splits("builtin:digits?seed=1")
+    assert not np.array_equal(other.validation[0], s.validation[0])
+
+
+def test_folder_with_train_val_and_test_uses_each(tmp_path: Path) -> None:
+    root = tmp_path / "three"
+    for split, n in (("train", 5), ("val", 2), ("test", 3)):
+        for cls, bar in (("a", 1), ("b", 6)):
+            _write_images(root / split / cls, n, (20, 20, 20), mode="L", bar=bar)
+    ref = resolve(str(root))
+    assert (ref.layout, ref.num_train, ref.num_validation, ref.num_test) == ("train_val_test", 14, 4, 6)
+    scan = _folders.scan_folder(ref.name, 0, None)
+    assert all("/val/" in p for p, _ in scan.validation) and all("/test/" in p for p, _ in scan.test)
+    splits = nasoa_data.make_torch_splits(ref)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (10, 4, 6)
+
+
+def test_folder_validation_is_carved_from_train(split_folder: Path, flat_folder: Path) -> None:
+    for folder in (split_folder, flat_folder):
+        ref = resolve(str(folder))
+        scan = _folders.scan_folder(ref.name, ref.seed, None)
+        parts = [{p for p, _ in items} for items in (scan.train, scan.validation, scan.test)]
+        assert all(parts) and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert len(scan.validation) == ref.num_validation > 0
+
+
+def test_image_transform_matches_the_evaluation_split() -> None:
+    import torch
+
+    splits = nasoa_data.make_torch_splits(SMALL["digits"])
+    x_test, _ = nasoa_data.load_splits(SMALL["digits"]).test
+    mean, std = nasoa_data.normalisation(3)
+    transform = nasoa_data.image_transform(32, 3, mean, std)
+    for i in (0, 7):
+        assert torch.equal(transform(x_test[i]), splits.test[i][0])

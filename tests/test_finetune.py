@@ -65,11 +65,38 @@ def test_finetune_on_digits_learns_and_reports_each_epoch() -> None:
     assert result.num_classes == 10 and result.epochs_completed == 2
     assert not result.stopped_by_deadline
     assert [p.epoch for p in seen] == [1, 2] and tuple(seen) == result.curve
-    assert result.accuracy == seen[-1].accuracy
+    # The curve is validation; the kept epoch is the best of it; the test split is scored apart.
+    assert result.validation_accuracy == max(p.accuracy for p in seen)
+    assert seen[result.best_epoch - 1].accuracy == result.validation_accuracy
+    assert result.split_sizes == (1078, 269, 450) and result.class_names == tuple("0123456789")
     assert result.accuracy > 60, result  # chance is 10 %
     assert seen[0].seconds < seen[1].seconds <= result.seconds
     assert seen[1].train_loss < seen[0].train_loss
     assert all(0 <= p.accuracy <= 100 and math.isfinite(p.train_loss) for p in seen)
+
+
+def test_best_validation_weights_are_kept_and_scored_once_on_test() -> None:
+    import nasoa_data
+
+    model = _model()
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    def snapshot(p: EpochProgress) -> None:
+        snapshots[p.epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # A large constant-ish learning rate makes the validation curve go up and down.
+    result = run_finetune(_spec(DIGITS, epochs=4, lr=0.8), model, progress=snapshot)
+    accuracies = [p.accuracy for p in result.curve]
+    assert result.best_epoch == accuracies.index(max(accuracies)) + 1
+    kept = snapshots[result.best_epoch]
+    assert all(torch.equal(kept[k], v) for k, v in model.state_dict().items())
+    # The reported accuracy is the test split's on exactly these weights.
+    test = nasoa_data.make_torch_splits(DIGITS).test
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.tensor([test[i][1] for i in range(len(test))])
+    with torch.inference_mode():
+        correct = int((model(x).argmax(1) == y).sum())
+    assert result.accuracy == pytest.approx(100.0 * correct / len(test))
 
 
 def test_finetune_is_deterministic_and_keeps_the_callers_rng() -> None:

@@ -120,3 +120,22 @@ def test_shortlist_hooks_give_the_plan_of_all_candidates(make):
         picked = short.shortlist(task, acc[need], std[need], sec[need], 1.2, 3)
         index = need if picked is None else need[picked]
         assert full.choose(task, scored, 1.2, 3) == short.choose(task, [scored[i] for i in index], 1.2, 3)
+def test_runners_up_say_how_they_differ_and_why_they_lost():
+    run = {"lr": 0.01, "batch_size": 64}
+    scored = [
+        ScoredCandidate(Candidate("m", run, epochs=8), Prediction(90.0, 2.0, 10.0, 1.0)),
+        ScoredCandidate(Candidate("m", run, epochs=4), Prediction(90.0, 2.0, 5.0, 1.0)),    # same run, fewer epochs, tie
+        ScoredCandidate(Candidate("m", run, epochs=2), Prediction(80.0, 2.0, 2.5, 1.0)),    # same run, lower
+        ScoredCandidate(Candidate("n", run, epochs=8), Prediction(85.0, 4.0, 9.0, 1.0)),    # another model, lower
+        ScoredCandidate(Candidate("m", run, epochs=16), Prediction(95.0, 2.0, 40.0, 1.0)),  # over the budget
+    ]
+    plan = OneShotGenerator(risk_aversion=0.5).choose(TaskSpec("d", 20), scored, time_margin=1.0)
+    assert plan.candidate.epochs == 8
+    reasons = [a.reason for a in plan.alternatives]
+    assert reasons == [
+        "the same run with 4 epochs instead of 8: the same risk-adjusted predicted accuracy (89.0), ranked after the plan",
+        "model n: lower risk-adjusted predicted accuracy (83.0 against 89.0)",
+        "the same run with 2 epochs instead of 8: lower risk-adjusted predicted accuracy (79.0 against 89.0)",
+        "the same run with 16 epochs instead of 8: predicted 40.0s x margin 1.00 exceeds the budget 20.0s",
+    ]
+    assert len(set(reasons)) == len(reasons)

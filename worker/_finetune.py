@@ -102,7 +102,7 @@ class FinetuneSpec:
 
 @dataclass(frozen=True)
 class EpochProgress:
-    """One finished epoch: held-out accuracy (percent) and seconds since the call started."""
+    """One finished epoch: validation accuracy (percent) and seconds since the call started."""
 
     epoch: int  # 1-based
     accuracy: float
@@ -114,9 +114,11 @@ class EpochProgress:
 class FinetuneResult:
     """The outcome of :func:`run_finetune`.
 
-    ``accuracy`` (percent, held-out) is that of the model as returned, also when the deadline
-    stopped training mid-epoch; ``seconds`` is the whole call, data loading and evaluation
-    included.  ``curve`` has one entry per completed epoch.
+    ``curve`` has one validation accuracy per completed epoch.  The model is returned with
+    the weights of its best validation accuracy (``validation_accuracy``; ``best_epoch`` is
+    that epoch, or 0 for the weights at a deadline that stopped training mid-epoch, when they
+    scored best).  ``accuracy`` (percent) is the test split's, measured once, on those
+    weights.  ``seconds`` is the whole call, data loading and evaluation included.
     """
 
     accuracy: float
@@ -125,6 +127,11 @@ class FinetuneResult:
     epochs_completed: int
     stopped_by_deadline: bool
     num_classes: int
+    validation_accuracy: float = 0.0
+    best_epoch: int = 0
+    class_names: tuple[str, ...] = ()
+    split_sizes: tuple[int, int, int] = (0, 0, 0)  # train (fitted), validation, test
+    dataset_uri: str = ""  # canonical
 
 
 def run_finetune(
@@ -139,8 +146,10 @@ def run_finetune(
     ``model`` must offer ``reset_classifier(num_classes)`` and ``stage_modules()`` (a list of
     lists of modules, stem first, head excluded).  It is left on ``device`` in eval mode.
 
-    Training stops early, with ``stopped_by_deadline=True``, when the next batch plus a final
-    evaluation would not fit before the deadline; batch and evaluation times are measured as it
+    Each epoch ends with an evaluation on the validation split; the best weights are kept and
+    the test split is scored once, at the end, on them (see :class:`FinetuneResult`).
+    Training stops early, with ``stopped_by_deadline=True``, when the next batch plus the final
+    evaluations would not fit before the deadline; batch and evaluation times are measured as it
     goes.  The deadline cannot undercut loading the data and one evaluation.
     ``progress`` is called after each epoch's evaluation; ``should_stop`` is polled before every
     batch and raises :class:`FinetuneCancelled` when it returns True.
@@ -183,17 +192,17 @@ class _Run:
         self.deadline = start + spec.deadline_seconds
         self.batch_seconds: float | None = None  # running estimate of one training batch
         self.batches_done = 0
-        self.eval_seconds: float | None = None  # last measured full evaluation
+        self.eval_seconds_per_sample: float | None = None  # last measured evaluation
 
     def run(self) -> FinetuneResult:
         import torch
         from torch.utils.data import DataLoader
 
-        from nasoa_data import make_torch_datasets, resolve
+        from nasoa_data import make_torch_splits, resolve
 
         spec, model = self.spec, self.model
         ref = resolve(spec.dataset_uri, spec.data_root)
-        train_ds, test_ds, num_classes = make_torch_datasets(ref, spec.image_size, channels=3)
+        train_ds, val_ds, test_ds, num_classes = make_torch_splits(ref, spec.image_size, channels=3)
         pin = self.device.type == "cuda"
         # A last batch of one sample would break BatchNorm in train mode: drop the remainder
         # (reshuffled every epoch, so every sample is still seen).
@@ -202,11 +211,12 @@ class _Run:
             train_ds, batch_size=spec.batch_size, shuffle=True, drop_last=drop_last,
             generator=torch.Generator().manual_seed(spec.seed), num_workers=0, pin_memory=pin,
         )  # fmt: skip
-        self.test_loader = DataLoader(
-            test_ds, batch_size=max(EVAL_BATCH_SIZE, spec.batch_size), shuffle=False,
-            num_workers=0, pin_memory=pin,
-        )  # fmt: skip
-        self.num_test = len(test_ds)
+        def eval_loader(ds: Any) -> DataLoader[Any]:
+            return DataLoader(ds, batch_size=max(EVAL_BATCH_SIZE, spec.batch_size), shuffle=False,
+                              num_workers=0, pin_memory=pin)  # fmt: skip
+
+        self.val_loader, self.test_loader = eval_loader(val_ds), eval_loader(test_ds)
+        self.num_eval = len(val_ds) + len(test_ds)  # the final evaluations: validation and test
 
         model.reset_classifier(num_classes)
         model.to(self.device)
@@ -218,7 +228,8 @@ class _Run:
         loss_fn = torch.nn.CrossEntropyLoss()
 
         curve: list[EpochProgress] = []
-        accuracy: float | None = None  # of the model as it is now, if evaluated
+        accuracy: float | None = None  # validation accuracy of the model as it is now, if evaluated
+        best: tuple[float, int, dict[str, Any]] | None = None  # (validation accuracy, epoch, weights)
         stopped = False
         for epoch in range(1, spec.epochs + 1):
             self._train_mode()
@@ -243,25 +254,42 @@ class _Run:
                 tick = now
             if stopped:
                 break
-            accuracy = self._evaluate()
+            accuracy = self._evaluate(self.val_loader)
+            best = self._keep_better(best, accuracy, epoch)
             point = EpochProgress(epoch, accuracy, time.monotonic() - self.start,
                                   loss_sum / max(seen, 1))  # fmt: skip
             curve.append(point)
             if self.progress is not None:
                 self.progress(point)
-        if accuracy is None:  # stopped mid-epoch (or before any epoch): evaluate as returned
-            accuracy = self._evaluate()
-        model.eval()
+        if accuracy is None:  # stopped mid-epoch (or before any epoch): these weights may be best
+            best = self._keep_better(best, self._evaluate(self.val_loader), 0)
+        assert best is not None
+        model.load_state_dict(best[2])
+        test_accuracy = self._evaluate(self.test_loader)  # once, on the weights kept
         return FinetuneResult(
-            accuracy=accuracy,
+            accuracy=test_accuracy,
             seconds=time.monotonic() - self.start,
             curve=tuple(curve),
             epochs_completed=len(curve),
             stopped_by_deadline=stopped,
             num_classes=num_classes,
+            validation_accuracy=best[0],
+            best_epoch=best[1],
+            class_names=ref.class_names,
+            split_sizes=(len(train_ds), len(val_ds), len(test_ds)),
+            dataset_uri=ref.uri,
         )
 
     # -- pieces ---------------------------------------------------------------------------
+
+    def _keep_better(
+        self, best: tuple[float, int, dict[str, Any]] | None, accuracy: float, epoch: int
+    ) -> tuple[float, int, dict[str, Any]]:
+        """The best so far: ties keep the earlier weights (fewer epochs, same validation score)."""
+        if best is not None and accuracy <= best[0]:
+            return best
+        weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return accuracy, epoch, weights
 
     def _freeze(self, k: int) -> list[nn.Module]:
         stages = list(self.model.stage_modules())
@@ -289,14 +317,15 @@ class _Run:
             self.batch_seconds = 0.7 * self.batch_seconds + 0.3 * seconds
 
     def _eval_estimate(self) -> float:
-        if self.eval_seconds is not None:
-            return self.eval_seconds
+        """Seconds of the final evaluations (validation, then test on the kept weights)."""
+        if self.eval_seconds_per_sample is not None:
+            return self.num_eval * self.eval_seconds_per_sample
         assert self.batch_seconds is not None
         per_sample = self.batch_seconds / self.spec.batch_size
-        return self.num_test * per_sample * EVAL_COST_FRACTION
+        return self.num_eval * per_sample * EVAL_COST_FRACTION
 
     def _must_stop(self) -> bool:
-        """True when the deadline leaves no room for another batch and a final evaluation."""
+        """True when the deadline leaves no room for another batch and the final evaluations."""
         if self.should_stop is not None and self.should_stop():
             raise FinetuneCancelled("fine-tuning cancelled by the caller")
         if self.batch_seconds is None:  # nothing measured yet: always try one batch
@@ -304,19 +333,19 @@ class _Run:
         need = SAFETY_FACTOR * (self.batch_seconds + self._eval_estimate()) + SAFETY_SECONDS
         return time.monotonic() + need > self.deadline
 
-    def _evaluate(self) -> float:
+    def _evaluate(self, loader: Any) -> float:
         import torch
 
         began = time.monotonic()
         self.model.eval()
         correct = total = 0
         with torch.inference_mode():
-            for x, y in self.test_loader:
+            for x, y in loader:
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
                 correct += int((self.model(x).argmax(dim=1) == y).sum().item())
                 total += len(y)
-        self.eval_seconds = time.monotonic() - began
+        self.eval_seconds_per_sample = (time.monotonic() - began) / max(total, 1)
         return 100.0 * correct / max(total, 1)
 
 

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 
 from nasoa_api.v1 import adaptor_pb2 as pb
-from nasoa_contracts import CurvePoint, Job, Observation, WorkerSettings, convert
+from nasoa_contracts import CurvePoint, Job, Observation, TrainingRegime, WorkerSettings, convert
+from worker._artifacts import artifact_reserve_seconds, keep_model, recover
 
 log = logging.getLogger("nasoa.worker")
 
@@ -27,6 +28,10 @@ class JobOutcome:
     status: str
     accuracy: float
     seconds: float
+    message: str = ""
+
+    def describe(self) -> str:
+        return f"{self.job_id}: {self.status} {self.accuracy:.1f}% in {self.seconds:.1f}s {self.message}".strip()
 
 
 class JobRunner:
@@ -35,10 +40,9 @@ class JobRunner:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
 
-    def run_json(self, job_json: str, worker: str = "") -> str:
+    def run_json(self, job_json: str, worker: str = "") -> JobOutcome:
         job = convert.job_from_pb(convert.from_json(job_json, pb.Job))  # type: ignore[arg-type]
-        outcome = self.run(job, worker or socket.gethostname())
-        return f"{outcome.job_id}: {outcome.status} {outcome.accuracy:.1f}% in {outcome.seconds:.1f}s"
+        return self.run(job, worker or socket.gethostname())
 
     def _device(self) -> str:
         import torch
@@ -59,8 +63,8 @@ class JobRunner:
                 return JobOutcome(job.job_id, "skipped", 0.0, 0.0)
             client.report_started(job.job_id, worker)
             start = time.monotonic()
-            try:
-                observation = self._finetune(job, client, start)
+            try:  # a job whose model an earlier delivery stored reports that result again
+                observation = recover(self.settings, job) or self._finetune(job, client, start)
             except _Cancelled:
                 log.info("job %s cancelled", job.job_id)
                 return JobOutcome(job.job_id, "cancelled", 0.0, time.monotonic() - start)
@@ -76,7 +80,8 @@ class JobRunner:
                     message=f"{type(exc).__name__}: {exc}",
                 )
             self._report_result(client, observation)
-            return JobOutcome(job.job_id, observation.status, observation.accuracy, observation.seconds)
+            return JobOutcome(job.job_id, observation.status, observation.accuracy, observation.seconds,
+                              observation.message)
         finally:
             client.close()
 
@@ -85,7 +90,7 @@ class JobRunner:
         from worker._models import load_pretrained
 
         candidate = job.plan.candidate
-        hp = candidate.hparams
+        regime = TrainingRegime.from_hparams(candidate.hparams)
         device = self._device()
         model = load_pretrained(candidate.model, self.settings)
         loaded = time.monotonic() - start
@@ -94,12 +99,12 @@ class JobRunner:
         spec = FinetuneSpec(
             dataset_uri=job.task.dataset_uri,
             epochs=candidate.epochs,
-            lr=float(hp.get("lr", 0.01)),
-            batch_size=int(hp.get("batch_size", 64)),
-            frozen_stages=int(hp.get("frozen_stages", 0)),
-            optimizer=str(hp.get("optimizer", "sgd")),
-            weight_decay=float(hp.get("weight_decay", 1e-4)),
-            deadline_seconds=max(remaining, 0.5),
+            lr=regime.lr,
+            batch_size=regime.batch_size,
+            frozen_stages=regime.frozen_stages,
+            optimizer=regime.optimizer,
+            weight_decay=regime.weight_decay,
+            deadline_seconds=max(remaining - artifact_reserve_seconds(model), 0.5),
             data_root=str(self.settings.data_root) if self.settings.data_root else None,
             num_threads=self.settings.torch_threads or None,
         )
@@ -127,6 +132,9 @@ class JobRunner:
             result = run_finetune(spec, model, progress=progress, device=device, should_stop=should_stop)
         except FinetuneCancelled:
             raise _Cancelled() from None
+        stored = keep_model(self.settings, job, model, spec, result, offset)  # save and upload, then report
+        if stored.existed:  # another delivery of this job stored its model first: report that one
+            return recover(self.settings, job, stored)  # type: ignore[return-value]
         curve = tuple(CurvePoint(p.epoch, p.accuracy, p.seconds + offset) for p in result.curve)
         return Observation(
             job_id=job.job_id,
@@ -137,22 +145,27 @@ class JobRunner:
             curve=curve,
             status="deadline" if result.stopped_by_deadline else "ok",
             message=f"{result.epochs_completed} epoch(s) on {device}; model ready in {loaded:.1f}s",
+            artifact_id=stored.artifact_id,
+            artifact_sha256=stored.sha256,
         )
 
     def _report_result(self, client: object, observation: Observation) -> None:
-        """Deliver the result, retrying for a while: Observe is idempotent by job id."""
-        deadline = time.monotonic() + RESULT_RETRY_SECONDS
-        delay = 0.5
-        while True:
-            try:
+        """Deliver the result, retrying while the adaptor is unreachable: Observe is idempotent by job id.
+
+        The channel's retry policy covers short blips; this covers an adaptor that is down for
+        minutes (a restart), for up to RESULT_RETRY_SECONDS.
+        """
+        from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential
+
+        for attempt in Retrying(
+            retry=retry_if_exception_type(ConnectionError),
+            stop=stop_after_delay(RESULT_RETRY_SECONDS),
+            wait=wait_exponential(multiplier=0.5, max=10.0),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        ):
+            with attempt:
                 client.observe([observation])  # type: ignore[attr-defined]
-                return
-            except ConnectionError as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("adaptor unreachable (%s): retrying the result in %.1fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
 
 class _Cancelled(Exception):

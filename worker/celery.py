@@ -31,5 +31,9 @@ app.conf.update(
     task_default_queue=queue_for("cpu", settings.queue_prefix),
     task_queues=[Queue(queue_for(device, settings.queue_prefix), durable=True) for device in ("cpu", "cuda")],
     worker_hijack_root_logger=False,
-    worker_send_task_events=False,
+    # Task events for Flower and `celery events`; a job that failed is a FAILURE there too.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    # A failed job has its result recorded already: acknowledge it, never run it again.
+    task_acks_on_failure_or_timeout=True,
 )

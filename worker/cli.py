@@ -2,6 +2,7 @@
 
 Settings: :class:`nasoa_contracts.WorkerSettings` (``NASOA_*`` variables, or the ``[worker]``
 table of the ``NASOA_CONFIG`` file); ``nasoa-worker --help`` lists them with their defaults.
+Task events are on (Flower, ``celery events``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from nasoa_contracts import SettingsError, WorkerSettings, load_settings, queue_for, settings_table
+from nasoa_contracts import SettingsError, WorkerSettings, load_settings, queue_for, settings_table, setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Start a Celery worker that pulls NASOA fine-tuning jobs. "
         "Extra arguments after -- go to `celery worker` unchanged.",
         epilog="settings (environment variables, or the [worker] table of the TOML file $NASOA_CONFIG):\n"
-        + settings_table(WorkerSettings),
+        + settings_table(WorkerSettings).replace("%", "%%"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("NASOA_TORCH_THREADS", "1")
 
     from worker.celery import app
+
+    setup_logging(args.loglevel or settings.log_level, settings.log_format)
 
     celery_argv = [
         "worker",

@@ -24,9 +24,20 @@ def _preload(**_kwargs: object) -> None:
     from zoo_store import create_model_from_entry  # noqa: F401  (loads the zoo store, families, entries)
 
 
-@app.task(bind=True, name=FINETUNE_TASK)
+class JobFailed(Exception):
+    """The job ran and failed; its result is already recorded by the adaptor.
+
+    Raised so that Celery (and Flower) show the task as FAILURE. The message is
+    acknowledged all the same (``task_acks_on_failure_or_timeout``), so it is not run again.
+    """
+
+
+@app.task(bind=True, name=FINETUNE_TASK, throws=(JobFailed,))
 def finetune(self, job: str) -> str:  # type: ignore[no-untyped-def]
     """Fine-tune one planned job (``job`` is the Job message as JSON) and report it."""
     from worker._runner import JobRunner
 
-    return JobRunner(settings).run_json(job, worker=self.request.hostname or "")
+    outcome = JobRunner(settings).run_json(job, worker=self.request.hostname or "")
+    if outcome.status == "failed":
+        raise JobFailed(outcome.describe())
+    return outcome.describe()

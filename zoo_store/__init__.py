@@ -8,7 +8,9 @@ timm-style use::
 
 Layers: ET-NAS encodings (``ETNASEncoding``, no torch) and networks (``ETNAS``); architecture
 families; zoo entries; the on-disk ``ZooStore``; the gRPC ZooService (``nasoa-zoo serve``) and
-its worker side (:class:`CheckpointCache`, :func:`fetch_checkpoint`). The offline NAS and
+its worker side (:class:`CheckpointCache`, :func:`fetch_checkpoint`); the store of the
+fine-tuned models of jobs (:class:`ArtifactStore`, served by the ArtifactService on the same
+server). The offline NAS and
 pretraining live in :mod:`zoo_store.offline`, which nothing here imports. Names are loaded on
 first use (the stub ``__init__.pyi`` lists them), so ``import zoo_store`` imports neither
 torch nor grpc.

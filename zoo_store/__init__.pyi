@@ -1,6 +1,15 @@
+from ._artifact_service import ArtifactServicer as ArtifactServicer
+from ._artifacts import ARTIFACT_FILES as ARTIFACT_FILES
+from ._artifacts import ArtifactError as ArtifactError
+from ._artifacts import ArtifactNotFound as ArtifactNotFound
+from ._artifacts import ArtifactSettings as ArtifactSettings
+from ._artifacts import ArtifactStore as ArtifactStore
+from ._artifacts import artifact_token as artifact_token
 from ._checkpoints import ChecksumMismatch as ChecksumMismatch
 from ._checkpoints import InvalidCheckpointError as InvalidCheckpointError
+from ._checkpoints import StreamingSha256 as StreamingSha256
 from ._checkpoints import UnsafeCheckpointError as UnsafeCheckpointError
+from ._checkpoints import atomic_write_bytes as atomic_write_bytes
 from ._checkpoints import load_safetensors as load_safetensors
 from ._checkpoints import load_torch_weights as load_torch_weights
 from ._checkpoints import save_safetensors as save_safetensors
@@ -9,6 +18,7 @@ from ._checkpoints import verify_file as verify_file
 from ._client import CheckpointCache as CheckpointCache
 from ._client import ZooClient as ZooClient
 from ._client import fetch_checkpoint as fetch_checkpoint
+from ._client import get_remote_entry as get_remote_entry
 from ._encoding import OFFICIAL_ENCODINGS as OFFICIAL_ENCODINGS
 from ._encoding import ETNASEncoding as ETNASEncoding
 from ._encoding import InvalidEncodingError as InvalidEncodingError

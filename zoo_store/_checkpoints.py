@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChecksumMismatch",
+    "StreamingSha256",
     "InvalidCheckpointError",
     "UnsafeCheckpointError",
     "atomic_write_bytes",
@@ -81,6 +82,49 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while block := f.read(_READ_CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+class StreamingSha256:
+    """sha256 of a stream, computed on a helper thread while the caller writes the same bytes.
+
+    hashlib releases the GIL on large buffers, so hashing one chunk overlaps writing it; at
+    most ``depth`` chunks wait.  ``hexdigest()`` waits for them; ``close()`` (also done by
+    ``hexdigest``) stops the thread and may be called any number of times.
+    """
+
+    def __init__(self, depth: int = 4) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self._digest = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sha256")  # one thread: updates stay in order
+        self._pending: list[Future[None]] = []
+        self._depth = depth
+
+    @classmethod
+    def of_prefix(cls, path: str | os.PathLike[str], size: int) -> StreamingSha256:
+        """One already fed with the first ``size`` bytes of ``path`` (a partial file to resume)."""
+        digest = cls()
+        if size:
+            with open(path, "rb") as f:
+                while size > 0 and (block := f.read(min(_READ_CHUNK, size))):
+                    digest.update(block)
+                    size -= len(block)
+        return digest
+
+    def update(self, data: bytes) -> None:
+        self._pending.append(self._pool.submit(self._digest.update, data))
+        if len(self._pending) > self._depth:
+            self._pending.pop(0).result()
+
+    def hexdigest(self) -> str:
+        for future in self._pending:
+            future.result()
+        self.close()
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_digest(data_len: int, digest: str, path: object, sha256: str, size: int | None) -> None:

@@ -235,11 +235,16 @@ def make_zoo_server(
     *,
     max_workers: int = 8,
     return_health: bool = False,
+    artifacts: Any = None,
+    artifact_token: str = "",
+    guard_artifact_reads: bool = False,
 ) -> Any:
     """An unstarted gRPC server with ZooService and the health service (SERVING).
 
     ``admin_token`` defaults to ``$NASOA_ZOO_ADMIN_TOKEN``; without one, RegisterModel is
-    refused. Returns ``(server, port)``, or ``(server, port, health_servicer)`` with
+    refused. With ``artifacts`` (an ``ArtifactStore``) it serves ArtifactService too, uploads
+    guarded by ``artifact_token`` (reads as well with ``guard_artifact_reads``).
+    Returns ``(server, port)``, or ``(server, port, health_servicer)`` with
     ``return_health`` (to set NOT_SERVING on shutdown).
     """
     from concurrent import futures
@@ -249,19 +254,33 @@ def make_zoo_server(
     if not isinstance(store, ZooStore):
         store = ZooStore(store)
     token = admin_token if admin_token is not None else (os.environ.get(ENV_ADMIN_TOKEN) or None)
+    interceptors: list[grpc.ServerInterceptor] = [AdminTokenInterceptor(token)]
+    message_bytes = MAX_MESSAGE_BYTES
+    if artifacts is not None:
+        from zoo_store._artifact_service import ARTIFACT_CHUNK_BYTES, ArtifactTokenInterceptor
+
+        interceptors.append(ArtifactTokenInterceptor(artifact_token, guard_reads=guard_artifact_reads))
+        message_bytes = max(message_bytes, ARTIFACT_CHUNK_BYTES + (1 << 16))
     options = [
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", message_bytes),
+        ("grpc.max_receive_message_length", message_bytes),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="zoo"),
-        interceptors=[AdminTokenInterceptor(token)],
+        interceptors=interceptors,
         options=options,
     )
     zoo_pb2_grpc.add_ZooServiceServicer_to_server(ZooServicer(store), server)
+    services = ["", "nasoa.v1.ZooService"]
+    if artifacts is not None:
+        from nasoa_api.v1 import artifact_pb2_grpc
+        from zoo_store._artifact_service import ArtifactServicer
+
+        artifact_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(artifacts), server)
+        services.append("nasoa.v1.ArtifactService")
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for service in ("", "nasoa.v1.ZooService"):
+    for service in services:
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port(address)
     if port == 0:

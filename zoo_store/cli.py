@@ -223,13 +223,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from nasoa_contracts import enable_reflection, setup_logging
+    from zoo_store._artifacts import ArtifactSettings, ArtifactStore, artifact_token
     from zoo_store._service import make_zoo_server
 
     settings = _settings(args)
+    setup_logging(settings.log_level, settings.log_format)
     token = settings.zoo_admin_token or None
     store = _store(args)
     address = settings.zoo_address
-    server, port, health = make_zoo_server(store, address=address, admin_token=token, return_health=True)
+    artifact_settings = ArtifactSettings.from_env()
+    artifacts = ArtifactStore(artifact_settings.resolve_directory(store.root), artifact_settings)
+    server, port, health = make_zoo_server(
+        store, address=address, admin_token=token, return_health=True, artifacts=artifacts,
+        artifact_token=artifact_settings.token or artifact_token(create=True),
+        guard_artifact_reads=bool(artifact_settings.token),
+    )  # fmt: skip
+    if settings.reflection:
+        enable_reflection(server, ["nasoa.v1.ZooService", "nasoa.v1.ArtifactService"])
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -240,7 +251,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.start()
     print(
         f"nasoa-zoo serving {len(store.list_models())} models from {store.root} on "
-        f"{address.rpartition(':')[0]}:{port} (admin {'enabled' if token else 'disabled'})",
+        f"{address.rpartition(':')[0]}:{port} (admin {'enabled' if token else 'disabled'}); "
+        f"{len(artifacts.records())} artifacts in {artifacts.root} (uploads need the token"
+        f"{', reads too' if artifact_settings.token else ''})",
         flush=True,
     )
     stop.wait()
@@ -309,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the zoo over gRPC (ZooService + health)",
         description="Serve the zoo over gRPC (ZooService + health).",
         epilog="settings (environment variables, or the [zoo] table of the TOML file $NASOA_CONFIG):\n"
-        + settings_table(ZooSettings),
+        + settings_table(ZooSettings).replace("%", "%%"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--address", help="HOST:PORT to serve on (overrides NASOA_ZOO_ADDRESS)")

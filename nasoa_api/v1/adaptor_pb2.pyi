@@ -150,18 +150,22 @@ class CurvePoint(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., accuracy: _Optional[float] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("accuracy", "seconds", "curve", "status", "message")
+    __slots__ = ("accuracy", "seconds", "curve", "status", "message", "artifact_id", "artifact_sha256")
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     CURVE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
     accuracy: float
     seconds: float
     curve: _containers.RepeatedCompositeFieldContainer[CurvePoint]
     status: str
     message: str
-    def __init__(self, accuracy: _Optional[float] = ..., seconds: _Optional[float] = ..., curve: _Optional[_Iterable[_Union[CurvePoint, _Mapping]]] = ..., status: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    artifact_id: str
+    artifact_sha256: str
+    def __init__(self, accuracy: _Optional[float] = ..., seconds: _Optional[float] = ..., curve: _Optional[_Iterable[_Union[CurvePoint, _Mapping]]] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., artifact_id: _Optional[str] = ..., artifact_sha256: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "task", "plan", "state", "created_at", "updated_at", "result", "message")

@@ -1,0 +1,93 @@
+"""``nasoa-submit``'s live view of a job (rich progress), and the check for idle queues."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any
+
+__all__ = ["Follower", "NoWorker", "warn_without_workers"]
+
+PROG = "nasoa-submit"
+
+
+class NoWorker(ConnectionError):
+    """No worker consumed the job's queue within the grace period."""
+
+
+class Follower:
+    """Live progress of one job: a state line per change, an epoch bar and a budget bar.
+
+    Events are read on a thread so that the display stays alive while the job waits in its
+    queue, and so that a queue nobody consumes is noticed after ``grace`` seconds.
+    """
+
+    def __init__(self, client: Any, job: Any, console: Any, show: bool, grace: float | None) -> None:
+        self.client, self.job, self.console, self.show, self.grace = client, job, console, show, grace
+        self.events: queue.Queue[Any] = queue.Queue()
+
+    def _read(self, timeout: float) -> None:
+        try:
+            for event in self.client.events(self.job.job_id, timeout=timeout):
+                self.events.put(event)
+            self.events.put(None)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            self.events.put(exc)
+
+    def run(self, timeout: float) -> Any:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        threading.Thread(target=self._read, args=(timeout,), daemon=True, name="watch").start()
+        columns = (SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[note]}"), TimeElapsedColumn())
+        started = time.monotonic()
+        state = self.job.state.value
+        with Progress(*columns, console=self.console, disable=not self.show, transient=False) as bars:
+            status = bars.add_task(state.lower(), total=None, note="waiting for a worker")
+            epochs = None
+            budget = round(self.job.task.budget_seconds)
+            while True:
+                try:
+                    event = self.events.get(timeout=0.5)
+                except queue.Empty:
+                    if state == "QUEUED" and self.grace is not None and time.monotonic() - started > self.grace:
+                        self._check_workers()
+                        self.grace = None  # asked once
+                    continue
+                if event is None:
+                    break
+                if isinstance(event, BaseException):
+                    raise event
+                state = event.state.value
+                if event.kind == "progress":
+                    if epochs is None:
+                        epochs = bars.add_task("epochs", total=self.job.plan.candidate.epochs, note="")
+                        bars.update(status, visible=False)
+                        time_bar = bars.add_task("budget s", total=budget, note="")
+                    bars.update(epochs, completed=event.epoch, note=f"accuracy {event.accuracy:.1f}%")
+                    bars.update(time_bar, completed=min(round(event.seconds), budget), note="")
+                else:
+                    if self.show and event.message:
+                        bars.console.print(f"[{state}] {event.message}", markup=False)
+                    bars.update(status, description=state.lower(), note="")
+        return self.client.job(self.job.job_id)
+
+    def _check_workers(self) -> None:
+        from nasoa import broker_name, queue_consumers
+
+        device = self.job.task.device_class
+        if queue_consumers(device) == []:
+            raise NoWorker(
+                f"job {self.job.job_id} is still QUEUED after {self.grace:.0f}s and no worker consumes the "
+                f"{device} queue on {broker_name()}: start one with `nasoa-worker --device {device}` "
+                "(the job stays queued)"
+            )
+
+
+def warn_without_workers(device: str, console: Any) -> None:
+    from nasoa import broker_name, queue_consumers
+
+    if queue_consumers(device) == []:
+        console.print(f"{PROG}: warning: no worker consumes the {device} queue on {broker_name()} yet; the job "
+                      f"waits until one starts (`nasoa-worker --device {device}`)", markup=False)
