@@ -96,6 +96,28 @@ def test_broken_upload_and_download_resume_from_their_offset(tmp_path, serve):
     assert (down / "model.safetensors").read_bytes() == data and not list(down.glob("*.part"))
 
 
+def test_two_uploads_of_one_file_do_not_interleave(tmp_path):
+    from zoo_store._artifacts import ArtifactFile, OffsetMismatch
+
+    store = ArtifactStore(tmp_path / "a", ArtifactSettings(min_free_bytes=0))
+    weights, _ = _artifact(tmp_path / "out", "job-2x")
+    data = weights.read_bytes()
+    file = ArtifactFile(weights.name, sha256_file(weights), len(data))
+    refused = []
+
+    def first_stream():
+        yield data[:1000]
+        try:  # a second delivery of the job arrives while the first is still sending
+            store.receive("job-2x", file, 1000, iter([data[1000:]]))
+        except OffsetMismatch as exc:
+            refused.append(str(exc))
+        yield data[1000:]
+
+    assert store.receive("job-2x", file, 0, first_stream()) == file
+    assert refused == ["model.safetensors of job 'job-2x' is being uploaded by another call; retry"]
+    assert store.blob_path(file.sha256).read_bytes() == data
+
+
 def test_upload_over_the_size_limit_and_full_disk_leave_nothing(tmp_path, serve):
     weights, manifest = _artifact(tmp_path / "out", "job-big")
     address, store = serve(max_upload_bytes=1000, min_free_bytes=0)

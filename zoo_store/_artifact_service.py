@@ -8,7 +8,6 @@ guards uploads always and reads when the operator configured a token.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from zoo_store._artifacts import (
     OffsetMismatch,
     StoreFull,
 )
-from zoo_store._service import _abort_handler
+from zoo_store._service import _abort_handler, bearer_matches
 
 __all__ = ["ARTIFACT_CHUNK_BYTES", "ArtifactServicer", "ArtifactTokenInterceptor", "record_to_pb"]
 
@@ -42,7 +41,7 @@ class ArtifactTokenInterceptor(grpc.ServerInterceptor):
     def __init__(self, token: str, guard_reads: bool) -> None:
         if not token:
             raise ValueError("the artifact service needs a token: uploads are never open")
-        self._expected = token.encode()
+        self._token = token
         self._guarded = UPLOAD_METHODS | (READ_METHODS if guard_reads else frozenset())
 
     def intercept_service(
@@ -53,10 +52,9 @@ class ArtifactTokenInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler_call_details.method not in self._guarded:
             return handler
-        given = str(dict(handler_call_details.invocation_metadata or ()).get("authorization", ""))
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._expected):
+        if bearer_matches(handler_call_details, self._token):
             return handler
+        given = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
         what = "upload" if handler_call_details.method in UPLOAD_METHODS else "read"
         return _abort_handler(
             handler,

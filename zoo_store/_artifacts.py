@@ -235,6 +235,7 @@ class ArtifactStore:
             record = ArtifactRecord.from_json(path.read_text())
             self._by_id[record.artifact_id] = record
         self._by_job = {r.job_id: r for r in self._by_id.values()}
+        self._receiving: set[Path] = set()  # partial files an UploadFile call is appending to
         self._drop_stale_uploads()
         self.enforce_retention()
 
@@ -297,6 +298,22 @@ class ArtifactStore:
         """Append ``chunks`` at ``offset`` of the file's partial upload; on the last byte the
         sha256 is checked and the file becomes a blob.  A refused upload leaves nothing
         behind; a broken stream keeps the partial file, to resume from."""
+        check_job_id(job_id)
+        check_file(file, self.settings.max_upload_bytes)
+        partial = self._partial(job_id, file)
+        with self._lock:  # two deliveries of one job must not append to one partial file
+            if partial in self._receiving:
+                raise OffsetMismatch(f"{file.name} of job {job_id!r} is being uploaded by another call; retry")
+            self._receiving.add(partial)
+        try:
+            return self._receive(job_id, file, offset, chunks, partial)
+        finally:
+            with self._lock:
+                self._receiving.discard(partial)
+
+    def _receive(
+        self, job_id: str, file: ArtifactFile, offset: int, chunks: Iterable[bytes], partial: Path
+    ) -> ArtifactFile:
         held = self.upload_offset(job_id, file)
         if held == file.size:
             for _ in chunks:  # the client may already be sending: drain it
@@ -305,7 +322,6 @@ class ArtifactStore:
         if offset != held:
             raise OffsetMismatch(f"{file.name} upload must resume at byte {held}, not {offset}: ask GetUploadOffset")
         self._check_space(file.size - offset)
-        partial = self._partial(job_id, file)
         partial.parent.mkdir(parents=True, exist_ok=True)
         digest = StreamingSha256.of_prefix(partial, offset)  # then hashed as it arrives: one pass
         size = offset

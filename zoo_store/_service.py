@@ -64,6 +64,13 @@ def _abort_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, detail
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
+def bearer_matches(handler_call_details: grpc.HandlerCallDetails, token: str) -> bool:
+    """Whether the call carries ``authorization: Bearer <token>`` (compared in constant time)."""
+    given = str(dict(handler_call_details.invocation_metadata or ()).get("authorization", ""))
+    scheme, _, sent = given.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), token.encode())
+
+
 class AdminTokenInterceptor(grpc.ServerInterceptor):
     """Guards admin methods with ``authorization: Bearer <token>`` metadata.
 
@@ -89,10 +96,7 @@ class AdminTokenInterceptor(grpc.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"registering models is disabled on this zoo server: start it with ${ENV_ADMIN_TOKEN} set",
             )
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        given = metadata.get("authorization", "")
-        scheme, _, token = str(given).partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._token.encode()):
+        if not bearer_matches(handler_call_details, self._token):
             return _abort_handler(
                 handler,
                 grpc.StatusCode.UNAUTHENTICATED,
