@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeVar
@@ -27,6 +27,7 @@ import numpy as np
 import river
 from river import metrics, stats
 
+from adaptor_service import _validation as validation
 from adaptor_service._candidates import CandidateSpace, CandidateTable
 from adaptor_service._known_runs import (
     KnownRuns,
@@ -36,6 +37,7 @@ from adaptor_service._known_runs import (
     correct_seconds,
     rows_by_run,
 )
+from adaptor_service._limits import Limits
 from adaptor_service._predictors import (
     AccuracyPredictor,
     CandidateBlock,
@@ -67,6 +69,9 @@ T = TypeVar("T")
 __all__ = ["Adaptor", "AdaptorStats", "Dispatcher", "DispatchError"]
 
 SNAPSHOT_FORMAT = 2  # 2: the state keeps the measured runs (KnownRuns)
+# The message of a QUEUED job whose task is not on the broker yet: Submit with its id, or the
+# reconciler, queues it again.
+NOT_QUEUED = "not queued yet"
 
 
 class DispatchError(RuntimeError):
@@ -129,7 +134,14 @@ class Adaptor:
         :meth:`flush` is the same either way. The learner waits for a pause in the
         observations (``learn_pause_seconds``) unless ``max_backlog`` results wait.
     feature_cache_size
-        Tasks (everything but the budget) whose candidates' feature matrix is kept.
+        Tasks (everything but the budget) whose candidates' feature matrix is kept; their
+        total size is also bounded by ``limits.feature_cache_mb``.
+    limits
+        Bounds on requests and caches (:class:`~adaptor_service._limits.Limits`).
+    validate_requests
+        ``True`` (default): every task, candidate and result is checked as a server must
+        (dataset URI, device class, known models, sizes and ranges). ``False`` for trusted
+        embedding code that plans its own kinds of tasks (the replay benchmark).
     """
 
     def __init__(
@@ -147,7 +159,11 @@ class Adaptor:
         feature_cache_size: int = 32,
         max_backlog: int = 10_000,
         learn_pause_seconds: float = 0.05,
+        limits: Limits | None = None,
+        validate_requests: bool = True,
     ) -> None:
+        self.limits = limits or Limits()
+        self.validate_requests = validate_requests
         self.store = store
         self.candidate_space = candidate_space
         self.generator = generator or OneShotGenerator()
@@ -159,7 +175,9 @@ class Adaptor:
         self._learning = threading.RLock()  # held while one observation is learned: snapshots wait
         self._changed = threading.Condition(self._lock)
         self._state = _LearnedState(accuracy_predictor or AccuracyPredictor(), time_predictor or TimePredictor())
-        self._features: _LRU[tuple[CandidateTable, FeatureRows]] = _LRU(feature_cache_size)
+        self._features: _LRU[tuple[CandidateTable, FeatureRows]] = _LRU(
+            feature_cache_size, max_bytes=self.limits.feature_cache_mb << 20, weigh=_rows_bytes
+        )
         self._blocks: _LRU[CandidateBlock] = _LRU(8)  # per (space, models): what every task shares
         self._run_rows: _LRU[dict[RunKey, list[int]]] = _LRU(8)  # per (space, models): rows of each run
         self._backlog = _Backlog(max_backlog, learn_pause_seconds) if learn_in_background else None
@@ -224,6 +242,9 @@ class Adaptor:
     ) -> Plan:
         if top_k < 0 or top_k > 1000:
             raise InvalidArgument(f"top_k must be between 0 and 1000, got {top_k}")
+        if self.validate_requests:
+            validation.check_task(task, self.limits)
+            validation.check_candidates(candidates or (), self.limits, self._known_models())
         if candidates is None or len(candidates) == 0:
             if self.candidate_space is None:
                 raise InvalidArgument("no candidates given and the adaptor has no candidate space")
@@ -299,29 +320,73 @@ class Adaptor:
         acc, acc_std = self._state.accuracy.predict_arrays(rows, same_task=True)
         return need, acc, acc_std
 
+    def _known_models(self) -> Collection[str] | None:
+        return self.candidate_space.models if self.candidate_space is not None else None
+
     # ---- jobs -----------------------------------------------------------------------
     def submit(self, task: TaskSpec, job_id: str = "", models: Sequence[str] = ()) -> Job:
-        """Plan ``task``, store it as a job and dispatch it. Idempotent by ``job_id``."""
+        """Plan ``task``, store it as a job and dispatch it. Idempotent by ``job_id``.
+
+        A job that could not be queued stays QUEUED with a message saying why, and Submit
+        raises DispatchError; Submit again with its id (or the reconciler) queues it then.
+        """
         if job_id:
             _check_id(job_id)
             try:
-                return self.store.get_job(job_id)
+                job = self.store.get_job(job_id)
             except NotFound:
                 pass
+            else:
+                if job.state == JobState.QUEUED and job.message.startswith(NOT_QUEUED):
+                    return self.dispatch(job)
+                return job
         plan = self.recommend(task, models=models)
+        if self.validate_requests:
+            validation.check_budget_covers(task, plan)
         now = time.time()
         job = Job(job_id=job_id or uuid.uuid4().hex, task=task, plan=plan, created_at=now, updated_at=now)
         job, created = self.store.create_job(job)
         if not created:
             return job
         self._event(job, "state", "planned: " + plan.candidate.describe())
-        if self.dispatcher is not None:
-            try:
-                self.dispatcher.dispatch(job)
-            except Exception as exc:  # the broker's errors vary by transport
-                job = self._set_state(job.job_id, JobState.FAILED, f"could not queue the job: {exc}")
-                raise DispatchError(f"could not queue job {job.job_id}: {exc}") from exc
+        return self.dispatch(job)
+
+    def dispatch(self, job: Job) -> Job:
+        """Hand ``job`` to the workers; on failure it stays QUEUED, marked :data:`NOT_QUEUED`."""
+        if self.dispatcher is None:
+            return job
+        try:
+            self.dispatcher.dispatch(job)
+        except Exception as exc:  # the broker's errors vary by transport
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            message = f"{NOT_QUEUED} (the broker refused it: {reason}); it is queued again when the broker is back"
+            if job.message != message:
+                self._set_state(job.job_id, JobState.QUEUED, message)
+            raise DispatchError(f"could not queue job {job.job_id}: {reason}; submit again with the same job id") from exc
+        if job.message.startswith(NOT_QUEUED):
+            return self._set_state_if(job.job_id, JobState.QUEUED, JobState.QUEUED, "queued") or job
         return job
+
+    def requeue_job(self, job_id: str) -> Job | None:
+        """Publish a QUEUED job again (its message was lost); None if it is no longer QUEUED."""
+        job = self.store.get_job(job_id)
+        if job.state != JobState.QUEUED:
+            return None
+        was_marked = job.message.startswith(NOT_QUEUED)
+        job = self.dispatch(job)  # DispatchError: it stays marked, for the next try
+        if was_marked:
+            return job
+        return self._set_state_if(job_id, JobState.QUEUED, JobState.QUEUED, "queued again: its message was lost")
+
+    def fail_open_job(self, job_id: str, reason: str) -> Job | None:
+        """Mark a job that is not finished FAILED with ``reason``; None if unknown or finished."""
+        try:
+            job = self.store.get_job(job_id)
+        except NotFound:
+            return None
+        if job.state.finished:
+            return None
+        return self._set_state_if(job_id, job.state, JobState.FAILED, reason)
 
     def get_job(self, job_id: str) -> Job:
         _check_id(job_id)
@@ -337,6 +402,13 @@ class Adaptor:
         if job.state.finished:
             raise FailedPrecondition(f"job {job_id} is already {job.state.value}")
         return self._set_state(job_id, JobState.CANCELLED, "cancelled by the user")
+
+    def _set_state_if(self, job_id: str, expected: JobState, state: JobState, message: str) -> Job | None:
+        """:meth:`_set_state` if the job is still in state ``expected`` (else None): no lost update."""
+        with self._lock:
+            if self.store.get_job(job_id).state != expected:
+                return None
+            return self._set_state(job_id, state, message)
 
     def _set_state(self, job_id: str, state: JobState, message: str = "") -> Job:
         with self._lock:
@@ -415,6 +487,8 @@ class Adaptor:
         if not results:
             return []
         observations = [obs for obs, _ in results]
+        for obs in observations:
+            self.check_observation(obs)
         if self._backlog is not None:
             self._backlog.wait_for_room()
             with self._backlog.order:  # log order is learning order
@@ -423,12 +497,36 @@ class Adaptor:
                     if seq is not None:
                         self._backlog.put(seq, obs)
             _each(self._finish_job, [(obs, job) for (obs, job), seq in zip(results, positions, strict=True) if seq is not None])
+            self._finish_duplicates(results, positions)
             return [seq is not None for seq in positions]
         with self._learning, self._lock:
             positions = self.store.record_observations(observations)
             # Every recorded result is learned and finishes its job, even if one of them fails.
             _each(self._learn_and_finish, [(seq, obs, job) for (obs, job), seq in zip(results, positions, strict=True) if seq is not None])
-            return [seq is not None for seq in positions]
+        self._finish_duplicates(results, positions)
+        return [seq is not None for seq in positions]
+
+    def check_observation(self, obs: Observation) -> None:
+        """Refuse a result the service must not record (InvalidArgument), before anything is stored."""
+        if self.validate_requests:
+            validation.check_observation(obs, self.limits, self._known_models())
+
+    def _finish_duplicates(
+        self, results: Sequence[tuple[Observation, Job | None | Literal["look up"]]], positions: Sequence[int | None]
+    ) -> None:
+        """A result sent again finishes its job if the first one was recorded but the job not finished.
+
+        (A crash between recording a result and finishing its job leaves exactly that.)
+        """
+        for (obs, job), seq in zip(results, positions, strict=True):
+            if seq is not None or job is None:
+                continue
+            try:
+                stored = self.store.get_job(obs.job_id)
+            except NotFound:
+                continue
+            if not stored.state.finished:
+                self._finish_job(obs, stored)
 
     def _learn_and_finish(self, seq: int, obs: Observation, job: Job | None | Literal["look up"]) -> None:
         self._learn(seq, obs)
@@ -490,17 +588,21 @@ class Adaptor:
             return  # an external run (another scheduler, a log): nothing to finish
         if job.state == JobState.CANCELLED:
             return
-        state = JobState.FAILED if obs.status == "failed" else JobState.DONE
-        job = replace(job, state=state, result=obs, updated_at=time.time(), message=obs.message or job.message)
+        not_learned = validation.not_learned_reason(obs)
+        state = JobState.FAILED if not_learned else JobState.DONE
+        message = obs.message or job.message
+        if not_learned and obs.status != "failed":
+            message = f"{message}; recorded, not learned: {not_learned}".lstrip("; ")
+        job = replace(job, state=state, result=obs, updated_at=time.time(), message=message)
         self.store.update_job(job)
         point = CurvePoint(obs.curve[-1].epoch if obs.curve else 0, obs.accuracy, obs.seconds)
-        self._event(job, "result", obs.message or f"{state.value.lower()}: {obs.accuracy:.1f}%", point)
+        self._event(job, "result", message or f"{state.value.lower()}: {obs.accuracy:.1f}%", point)
 
     def _learn(self, seq: int, obs: Observation) -> None:
         state = self._state
         state.last_seq = seq
-        if obs.status == "failed":
-            return
+        if validation.not_learned_reason(obs):
+            return  # recorded (the log keeps it), never learned: it measured nothing real
         # Progressive validation: predict the final outcome before learning it.
         before = self._predict_one(obs.task, obs.candidate)
         state.accuracy_mae.update(obs.accuracy, before.accuracy)
@@ -545,10 +647,14 @@ class Adaptor:
                     pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
                     fh.flush()
                     os.fsync(fh.fileno())
+                size = os.path.getsize(tmp)
                 os.replace(tmp, self.snapshot_path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+        if size > self.limits.max_snapshot_mb << 20:
+            log.error("snapshot %s is %.0f MB, above NASOA_MAX_SNAPSHOT_MB=%d: restarts slow down",
+                      self.snapshot_path, size / 2**20, self.limits.max_snapshot_mb)
 
     def _restore(self) -> None:
         """Load the last snapshot (our own file only), then learn the log's tail."""
@@ -556,7 +662,9 @@ class Adaptor:
             try:
                 with open(self.snapshot_path, "rb") as fh:
                     payload = pickle.load(fh)  # noqa: S301 - our own atomically written file
-                if payload.get("format") != SNAPSHOT_FORMAT or payload.get("river") != river.__version__:
+                if not isinstance(payload, dict) or not isinstance(payload.get("state"), _LearnedState):
+                    log.warning("snapshot %s holds no learned state: relearning from the log", self.snapshot_path)
+                elif payload.get("format") != SNAPSHOT_FORMAT or payload.get("river") != river.__version__:
                     log.warning("snapshot %s is from another version: relearning from the log", self.snapshot_path)
                 else:
                     self._state = payload["state"]
@@ -618,27 +726,49 @@ def _one_shot_shortlist(
 
 
 class _LRU(Generic[T]):
-    """A small thread-safe LRU cache (tasks' feature rows, candidate blocks)."""
+    """A small thread-safe LRU cache (tasks' feature rows, candidate blocks).
 
-    def __init__(self, size: int) -> None:
+    At most ``size`` entries and, with ``weigh``, at most ``max_bytes`` in all: a value
+    heavier than that alone is returned but not kept.
+    """
+
+    def __init__(self, size: int, max_bytes: int = 0, weigh: Callable[[T], int] | None = None) -> None:
         self.size = size
-        self._items: collections.OrderedDict[object, T] = collections.OrderedDict()
+        self.max_bytes = max_bytes
+        self._weigh = weigh
+        self._bytes = 0
+        self._items: collections.OrderedDict[object, tuple[T, int]] = collections.OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
     def get(self, key: object) -> T | None:
         with self._lock:
             found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
+            if found is None:
+                return None
+            self._items.move_to_end(key)
+            return found[0]
 
     def put(self, key: object, value: T) -> T:
+        weight = self._weigh(value) if self._weigh is not None else 0
         with self._lock:
-            if self.size > 0:
-                self._items[key] = value
-                while len(self._items) > self.size:
-                    self._items.popitem(last=False)
+            if self.size <= 0 or (self.max_bytes and weight > self.max_bytes):
+                return value
+            old = self._items.pop(key, None)
+            self._bytes += weight - (old[1] if old else 0)
+            self._items[key] = (value, weight)
+            while len(self._items) > self.size or (self.max_bytes and self._bytes > self.max_bytes):
+                self._bytes -= self._items.popitem(last=False)[1][1]
             return value
+
+
+def _rows_bytes(entry: tuple[CandidateTable, FeatureRows]) -> int:
+    """The memory of a task's cached feature rows (matrix, mask, keys), roughly."""
+    rows = entry[1]
+    return int(rows.values.nbytes + rows.present.nbytes) + 100 * len(rows.names) + 64 * len(entry[0])
 
 
 class _Backlog:

@@ -27,7 +27,13 @@ log = logging.getLogger("nasoa.adaptor.grpc")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class TooManyStreams(RuntimeError):
+    """Every WatchJob slot is taken (RESOURCE_EXHAUSTED): the caller retries later."""
+
+
 def _status_of(exc: Exception) -> grpc.StatusCode | None:
+    if isinstance(exc, TooManyStreams):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(exc, InvalidArgument):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, NotFound):
@@ -80,6 +86,10 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
 
     def __init__(self, adaptor: Adaptor) -> None:
         self.adaptor = adaptor
+        # Each open WatchJob stream holds a server thread: they get their own bounded share,
+        # so streams can never take the threads that unary calls and Observe need.
+        self.max_watch_streams = adaptor.limits.max_watch_streams
+        self._watch_slots = threading.BoundedSemaphore(self.max_watch_streams)
 
     @_maps_errors
     def Submit(self, request: pb.SubmitRequest, context: grpc.ServicerContext) -> pb.Job:
@@ -106,6 +116,10 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
                 kind = request.WhichOneof("event")
                 if kind == "result":
                     obs, job = self._observation(request)
+                    try:
+                        self.adaptor.check_observation(obs)
+                    except InvalidArgument as exc:
+                        raise InvalidArgument(f"observe message {received}: {exc}") from None
                     # The job is read again when its group is committed: it may be cancelled by then.
                     results.add(obs, None if job is None else "look up")
                     continue
@@ -155,8 +169,16 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
         if request.after_seq < 0:
             raise InvalidArgument(f"after_seq must be >= 0, got {request.after_seq}")
-        for event in self.adaptor.watch_job(request.job_id, request.after_seq, alive=context.is_active):
-            yield convert.event_to_pb(event)
+        if not self._watch_slots.acquire(blocking=False):
+            raise TooManyStreams(
+                f"{self.max_watch_streams} WatchJob streams are open (NASOA_MAX_WATCH_STREAMS): "
+                "retry later, or poll GetJob"
+            )
+        try:
+            for event in self.adaptor.watch_job(request.job_id, request.after_seq, alive=context.is_active):
+                yield convert.event_to_pb(event)
+        finally:
+            self._watch_slots.release()
 
     @_maps_errors
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:

@@ -25,6 +25,12 @@ NASOA_TOKEN               when set, every call needs ``authorization: Bearer <to
 NASOA_TLS_CERT/KEY        PEM files: serve TLS instead of plaintext
 NASOA_REFLECTION          ``1`` registers gRPC server reflection
 NASOA_GRACE_SECONDS       SIGTERM grace period for in-flight calls, ``10``
+NASOA_RECONCILE_SECONDS   period of the reconciler that re-queues lost jobs, ``30``
+NASOA_REQUEUE_AFTER_SECONDS
+                          a QUEUED job published this long ago while its queue is empty
+                          has lost its message and is published again, ``300``
+NASOA_DATA_ROOT           folders given as datasets must lie inside it (when set)
+NASOA_MAX_*, ...          request and memory bounds: see ``adaptor_service._limits.Limits``
 ========================  ===============================================================
 """
 
@@ -46,6 +52,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from adaptor_service._adaptor import Adaptor
 from adaptor_service._auth import TokenAuthInterceptor
 from adaptor_service._candidates import DEFAULT_SPACE_FILE, CandidateSpace, ModelInfo, RegimeGrid
+from adaptor_service._limits import Limits
+from adaptor_service._reconciler import Reconciler
 from adaptor_service._schedulers import make_generator
 from adaptor_service._servicer import AdaptorServicer
 from adaptor_service._stores import open_store
@@ -63,17 +71,25 @@ def make_server(
     token: str = "",
     tls: tuple[bytes, bytes] | None = None,
     reflection: bool = False,
-    max_workers: int = 32,
+    max_workers: int | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """An unstarted server for ``adaptor``, its bound port and its health servicer."""
+    """An unstarted server for ``adaptor``, its bound port and its health servicer.
+
+    The pool has ``adaptor.limits.rpc_threads`` threads (or ``max_workers``) for unary calls
+    and Observe streams, plus one per allowed WatchJob stream; past that, calls get
+    RESOURCE_EXHAUSTED at once instead of waiting in a queue.
+    """
+    limits = adaptor.limits
+    threads = (max_workers or limits.rpc_threads) + limits.max_watch_streams
     interceptors = [TokenAuthInterceptor(token)] if token else []
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="adaptor-rpc"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="adaptor-rpc"),
         interceptors=interceptors,
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
+        maximum_concurrent_rpcs=threads,
     )
     adaptor_pb2_grpc.add_AdaptorServiceServicer_to_server(AdaptorServicer(adaptor), server)
     health_servicer = health.HealthServicer()
@@ -169,6 +185,7 @@ def adaptor_from_env() -> Adaptor:
         snapshot_path=os.environ.get("NASOA_SNAPSHOT", str(home / "adaptor.snapshot")),
         snapshot_every=int(os.environ.get("NASOA_SNAPSHOT_EVERY", "20")),
         learn_in_background=learn == "background",
+        limits=Limits.from_env(),
     )
 
 
@@ -183,8 +200,16 @@ def warm_start_from_file(adaptor: Adaptor, path: str) -> int:
     from adaptor_service._experience import read_table, runs_to_observations
 
     observations = runs_to_observations(read_table(path).runs)
+    if not observations:
+        raise ValueError(f"warm-start table {path} has no runs (NASOA_WARM_START)")
     space = adaptor.candidate_space
     if space is not None:
+        unknown = sorted({o.candidate.model for o in observations} - set(space.models))
+        if unknown:
+            raise ValueError(
+                f"warm-start table {path} names models the zoo does not have: {', '.join(unknown[:10])}"
+                + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            )
         observations = [replace(o, candidate=space.complete(o.task, o.candidate)) for o in observations]
     learned = adaptor.warm_start(observations)
     log.info("warm start from %s: %d runs, %d new", path, len(observations), learned)
@@ -208,12 +233,18 @@ def serve(adaptor: Adaptor, address: str, grace: float = 10.0) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
+    reconciler = Reconciler(
+        adaptor,
+        lease_seconds=float(os.environ.get("NASOA_REQUEUE_AFTER_SECONDS", "300")),
+        every_seconds=float(os.environ.get("NASOA_RECONCILE_SECONDS", "30")),
+    ).start()
     host = address.rsplit(":", 1)[0]
     log.info("adaptor serving on %s:%d (%d candidates)", host, port, len(adaptor.candidate_space or []))
     print(f"nasoa-adaptor: serving on {host}:{port}", flush=True)
     stop.wait()
     log.info("shutting down: draining calls for up to %.0fs", grace)
     health_servicer.enter_graceful_shutdown()
+    reconciler.stop()
     server.stop(grace).wait()
     adaptor.close()  # results not learned yet are in the log: the next start learns them
     adaptor.snapshot()

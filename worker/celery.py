@@ -8,9 +8,8 @@ transport under ``$NASOA_HOME/broker``), so one machine needs nothing else insta
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
 
-from worker._config import WorkerSettings, broker_transport_options, queue_for
+from worker._config import WorkerSettings, broker_transport_options, queue_for, task_queues
 
 settings = WorkerSettings.from_env()
 
@@ -27,7 +26,8 @@ app.conf.update(
     task_serializer="json",
     accept_content=["json"],
     task_default_queue=queue_for("cpu"),
-    task_queues=[Queue(queue_for("cpu"), durable=True), Queue(queue_for("cuda"), durable=True)],
+    task_queues=task_queues(settings.broker_url),
+    task_create_missing_queues=False,
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
 )
