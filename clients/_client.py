@@ -59,8 +59,12 @@ def make_channel(
     address: str,
     root_certificates: bytes | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    token: str = "",
 ) -> grpc.Channel:
-    """A channel to ``address``; TLS when root certificates are given (or NASOA_TLS_CA set)."""
+    """A channel to ``address``; TLS when root certificates are given (or NASOA_TLS_CA set).
+
+    With ``token``, every call on it carries ``authorization: Bearer <token>``.
+    """
     opts = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -71,8 +75,48 @@ def make_channel(
         with open(ca_path, "rb") as fh:
             root_certificates = fh.read()
     if root_certificates is not None:
-        return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), opts)
-    return grpc.insecure_channel(address, opts)
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), opts)
+    else:
+        channel = grpc.insecure_channel(address, opts)
+    return grpc.intercept_channel(channel, _BearerToken(token)) if token else channel
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <token>`` to every call of a channel."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = [m for m in (details.metadata or ()) if m[0] != "authorization"] + [self._header]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, base: Any, metadata: list[tuple[str, str]]) -> None:
+        self.method = base.method
+        self.timeout = base.timeout
+        self.metadata = metadata
+        self.credentials = base.credentials
+        self.wait_for_ready = getattr(base, "wait_for_ready", None)
+        self.compression = getattr(base, "compression", None)
 
 
 def map_rpc_error(exc: grpc.RpcError) -> Exception:

@@ -174,7 +174,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from clients._client import make_channel
     from nasoa_api.v1 import zoo_pb2, zoo_pb2_grpc
 
-    with make_channel(args.zoo_address) as channel:
+    with make_channel(args.zoo_address, token=os.environ.get("NASOA_TOKEN", "")) as channel:
         try:
             reply = zoo_pb2_grpc.ZooServiceStub(channel).ListModels(
                 zoo_pb2.ListModelsRequest(pattern=args.pattern), timeout=args.timeout

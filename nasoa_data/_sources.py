@@ -31,6 +31,7 @@ numpy is the only heavy import at module level; torch and torchvision are import
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import math
@@ -39,7 +40,7 @@ import re
 import struct
 import urllib.parse
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -375,7 +376,7 @@ def _read_folder_arrays(
 
     images = []
     for file, _ in items:
-        with Image.open(file) as im:
+        with _open_image(file) as im:
             im = im.convert(mode)
             if size is not None and im.size != size:
                 im = im.resize(size, Image.Resampling.BILINEAR)
@@ -386,14 +387,29 @@ def _read_folder_arrays(
     return x, np.array([label for _, label in items], dtype=np.int64)
 
 
+@contextlib.contextmanager
+def _open_image(path: str) -> Iterator[Any]:
+    """``PIL.Image.open``, with an unreadable file as a DatasetError that names it."""
+    from PIL import Image
+
+    try:
+        im = Image.open(path)
+    except OSError as exc:  # PIL's UnidentifiedImageError, truncated or unreadable files
+        raise DatasetError(f"image {path} cannot be read ({type(exc).__name__}); remove or replace it") from None
+    with im:
+        try:
+            yield im
+        except OSError as exc:  # decoding the pixels can fail later than the header
+            raise DatasetError(f"image {path} is damaged ({exc}); remove or replace it") from None
+
+
 def _folder_geometry(items: tuple[tuple[str, int], ...]) -> tuple[tuple[int, int], str]:
     """The most common image size and the colour mode ("L" if every image is grey)."""
-    from PIL import Image
 
     sizes: dict[tuple[int, int], int] = {}
     grey = True
     for file, _ in items:
-        with Image.open(file) as im:  # reads the header only
+        with _open_image(file) as im:  # reads the header only
             sizes[im.size] = sizes.get(im.size, 0) + 1
             grey = grey and im.mode in ("1", "L", "I", "I;16", "F")
     size = max(sizes, key=lambda s: (sizes[s], s))
@@ -882,10 +898,9 @@ def _dataset_classes() -> dict[str, type]:
             return len(self.items)
 
         def __getitem__(self, i: int) -> tuple[Any, int]:
-            from PIL import Image
 
             path, label = self.items[i]
-            with Image.open(path) as im:
+            with _open_image(path) as im:
                 img = im.convert(self.mode)
             return self.transform(img), label
 

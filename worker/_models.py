@@ -19,7 +19,7 @@ def load_pretrained(name: str, settings: WorkerSettings) -> torch.nn.Module:
     from zoo_store import CheckpointCache, create_model_from_entry, fetch_checkpoint
     from zoo_store._client import get_remote_entry
 
-    with make_channel(settings.zoo_address) as channel:
+    with make_channel(settings.zoo_address, token=settings.token) as channel:
         entry = get_remote_entry(channel, name, timeout=settings.rpc_timeout)
         path = fetch_checkpoint(channel, name, CheckpointCache(settings.cache_dir / "checkpoints"), entry=entry)
     return create_model_from_entry(entry, pretrained=True, checkpoint_path=path)

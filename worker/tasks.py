@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 
+from celery.exceptions import Reject
 from celery.signals import worker_init
 
 from worker._config import TASK_NAME
@@ -25,7 +26,14 @@ def _preload(**_kwargs: object) -> None:
 
 @app.task(bind=True, name=TASK_NAME)
 def finetune(self, job: str) -> str:  # type: ignore[no-untyped-def]
-    """Fine-tune one planned job (``job`` is the Job message as JSON) and report it."""
-    from worker._runner import JobRunner
+    """Fine-tune one planned job (``job`` is the Job message as JSON) and report it.
 
-    return JobRunner(settings).run_json(job, worker=self.request.hostname or "")
+    A job whose adaptor stayed unreachable goes back to the queue (rejected, not acknowledged).
+    """
+    from worker._runner import AdaptorUnreachable, JobRunner
+
+    try:
+        return JobRunner(settings).run_json(job, worker=self.request.hostname or "")
+    except AdaptorUnreachable as exc:
+        log.warning("job back to the queue: %s", exc)
+        raise Reject(str(exc), requeue=True) from exc

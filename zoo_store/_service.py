@@ -232,13 +232,15 @@ def make_zoo_server(
     address: str = "127.0.0.1:0",
     admin_token: str | None = None,
     *,
+    read_token: str | None = None,
     max_workers: int = 8,
     return_health: bool = False,
 ) -> Any:
     """An unstarted gRPC server with ZooService and the health service (SERVING).
 
     ``admin_token`` defaults to ``$NASOA_ZOO_ADMIN_TOKEN``; without one, RegisterModel is
-    refused. Returns ``(server, port)``, or ``(server, port, health_servicer)`` with
+    refused. ``read_token`` defaults to ``$NASOA_TOKEN`` (the services' shared token): with
+    one, every other call (ListModels, FetchCheckpoint...) needs it, health checks excepted. Returns ``(server, port)``, or ``(server, port, health_servicer)`` with
     ``return_health`` (to set NOT_SERVING on shutdown).
     """
     from concurrent import futures
@@ -252,9 +254,15 @@ def make_zoo_server(
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ]
+    interceptors: list[grpc.ServerInterceptor] = [AdminTokenInterceptor(token)]
+    read = read_token if read_token is not None else os.environ.get("NASOA_TOKEN", "")
+    if read:
+        from adaptor_service import TokenAuthInterceptor
+
+        interceptors.insert(0, TokenAuthInterceptor(read, exempt=ADMIN_METHODS))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="zoo"),
-        interceptors=[AdminTokenInterceptor(token)],
+        interceptors=interceptors,
         options=options,
     )
     zoo_pb2_grpc.add_ZooServiceServicer_to_server(ZooServicer(store), server)
