@@ -506,6 +506,11 @@ class Adaptor:
         self._finish_duplicates(results, positions)
         return [seq is not None for seq in positions]
 
+    def check_candidate_count(self, count: int) -> None:
+        """Refuse a request with more candidates than the limit, before any is converted."""
+        if self.validate_requests:
+            validation.check_candidate_count(count, self.limits)
+
     def check_observation(self, obs: Observation) -> None:
         """Refuse a result the service must not record (InvalidArgument), before anything is stored."""
         if self.validate_requests:

@@ -98,6 +98,7 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
 
     @_maps_errors
     def Recommend(self, request: pb.RecommendRequest, context: grpc.ServicerContext) -> pb.Plan:
+        self.adaptor.check_candidate_count(len(request.candidates))
         candidates = [convert.candidate_from_pb(c) for c in request.candidates]
         plan = self.adaptor.recommend(
             _task(request.task), candidates or None, models=list(request.models), top_k=request.top_k

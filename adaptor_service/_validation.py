@@ -23,6 +23,7 @@ __all__ = [
     "OPTIMIZERS",
     "RESULT_STATUSES",
     "check_budget_covers",
+    "check_candidate_count",
     "check_candidates",
     "check_dataset_uri",
     "check_observation",
@@ -124,12 +125,17 @@ def check_candidates(
     candidates: Sequence[Candidate], limits: Limits, known_models: Collection[str] | None = None
 ) -> None:
     """Refuse a Recommend's candidate list that is too long or holds an unusable candidate."""
-    if len(candidates) > limits.max_candidates:
-        raise InvalidArgument(
-            f"{len(candidates)} candidates given; at most {limits.max_candidates} are accepted (NASOA_MAX_CANDIDATES)"
-        )
+    check_candidate_count(len(candidates), limits)
     for i, candidate in enumerate(candidates):
         _check_candidate(f"candidates[{i}]", candidate, limits, known_models)
+
+
+def check_candidate_count(count: int, limits: Limits) -> None:
+    """Refuse more than ``limits.max_candidates`` (checked before the candidates are even read)."""
+    if count > limits.max_candidates:
+        raise InvalidArgument(
+            f"{count} candidates given; at most {limits.max_candidates} are accepted (NASOA_MAX_CANDIDATES)"
+        )
 
 
 def _check_candidate(where: str, c: Candidate, limits: Limits, known_models: Collection[str] | None) -> None:
