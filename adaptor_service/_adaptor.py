@@ -194,10 +194,10 @@ class Adaptor:
     @property
     def time_margin(self) -> float:
         """Safety factor on predicted time: the 90th percentile of past actual/predicted."""
-        q = self._state.time_log_error_q90
-        if self._state.n_learned < 5:
+        q90 = self._state.time_log_error_q90.get()
+        if self._state.n_learned < 5 or q90 is None:  # None: no result had a measured time
             return self.default_margin
-        return min(3.0, max(1.0, math.exp(q.get())))
+        return min(3.0, max(1.0, math.exp(q90)))
 
     def predict(self, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
         with self._lock:

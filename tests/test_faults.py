@@ -369,3 +369,11 @@ def test_zoo_reads_need_the_token_when_one_is_set(tmp_path):
             assert next(stub.FetchCheckpoint(zoo_pb2.FetchCheckpointRequest(name="etnas-z1"), timeout=10)).data
     finally:
         server.stop(0).wait()
+
+
+def test_stats_answer_when_no_result_had_a_measured_time(tiny_space, digits_task):
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    candidate = tiny_space.candidates(digits_task)[0]
+    for i in range(6):  # learned, but none with seconds > 0: the margin's quantile is empty
+        adaptor.observe(Observation(f"untimed-{i}", digits_task, candidate, 50.0, 0.0))
+    assert adaptor.stats().time_margin == adaptor.default_margin
