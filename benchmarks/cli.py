@@ -3,7 +3,9 @@
 - ``replay``: the QuickTune-extended replay of real fine-tuning meta-data (policies, regret);
 - ``live``: a stream of real fine-tuning requests through the running service, per policy;
 - ``service``: Recommend latency and Observe throughput, through gRPC and direct;
-- ``zoo``: training step time of the zoo against torchvision baselines at equal accuracy.
+- ``zoo``: training step time of the zoo against torchvision baselines at equal accuracy;
+- ``load``: many clients and Observe streams against ``nasoa-adaptor``; latency, errors, exact counts;
+- ``worker``: the worker's fine-tuning path against a bare PyTorch loop, and deadlines kept.
 """
 
 from __future__ import annotations
@@ -83,6 +85,25 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    from benchmarks._load_bench import format_load, run_load_benchmark
+
+    log = (lambda _m: None) if args.json else print
+    result = run_load_benchmark(clients=args.clients, streams=args.streams, seconds=args.seconds, progress=log,
+                                experience=args.experience or None)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else format_load(result))
+    return 0 if result.errors == 0 and result.counts_match else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from benchmarks._worker_bench import format_worker, run_worker_benchmark
+
+    log = (lambda _m: None) if args.json else print
+    result = run_worker_benchmark(jobs=args.jobs, epochs=args.epochs, progress=log)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else format_worker(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nasoa-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm", type=int, default=200, help="observations learned before timing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_service)
+
+    p = sub.add_parser("load", help="N clients and M Observe streams against nasoa-adaptor for a fixed time")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--streams", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--experience", default=str(EXPERIENCE),
+                   help="experience table the adaptor warm-starts from ('' for none; default: the shipped one)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("worker", help="the worker's fine-tuning path against a bare PyTorch loop; deadlines kept")
+    p.add_argument("--jobs", type=int, default=30, help="deadline-bound runs checked against budget x 1.05")
+    p.add_argument("--epochs", type=int, default=3, help="epochs of each throughput run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("replay", help="replay real fine-tuning meta-data (QuickTune-extended by default)")
     p.add_argument("--table", default="quicktune-extended",
