@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["LoadResult", "format_load", "run_load_benchmark"]
+__all__ = ["LoadResult", "RestartResult", "format_load", "run_load_benchmark", "run_restart_benchmark"]
 
 DATASETS = ("digits", "fashion-mnist", "shapes", "patterns")
 SEEDS = 8
@@ -240,3 +240,76 @@ def format_load(r: LoadResult) -> str:
     ]
     lines += [f"  error: {e}" for e in r.error_samples]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RestartResult:
+    observations: int
+    learn_seconds: float
+    snapshot_mb: float
+    restart_to_serving_s: float
+    adaptor_rss_mb: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def run_restart_benchmark(observations: int = 100_000, progress: Callable[[str], None] = print) -> RestartResult:
+    """Seconds from starting ``nasoa-adaptor`` to SERVING over ``observations`` learned results.
+
+    The results (zoo models on the built-in datasets) are recorded and learned in this
+    process, into the SQLite store and the snapshot of a fresh ``NASOA_HOME``, as the
+    service itself would have left them; then the real command is started on that home.
+    """
+    import psutil
+
+    from adaptor_service import Adaptor, CandidateSpace, Observation, RegimeGrid, open_store
+    from adaptor_service._candidates import DEFAULT_SPACE_FILE
+    from adaptor_service.server import models_from_zoo
+    from clients.local_cluster import free_port, wait_serving
+    from zoo_store import DEFAULT_ZOO_DIR
+    from zoo_store._service import make_zoo_server
+
+    tasks = _tasks()
+    zoo, zoo_port = make_zoo_server(DEFAULT_ZOO_DIR, "127.0.0.1:0")
+    zoo.start()
+    try:
+        space = CandidateSpace(models_from_zoo(f"127.0.0.1:{zoo_port}"),
+                               RegimeGrid.from_toml(str(DEFAULT_SPACE_FILE)))
+        with tempfile.TemporaryDirectory(prefix="nasoa-restart-") as home:
+            adaptor = Adaptor(open_store(f"sqlite:///{home}/adaptor.db"), candidate_space=space,
+                              snapshot_path=Path(home) / "adaptor.snapshot", snapshot_every=10**9)
+            candidates = {id(t): space.candidates(t) for t in tasks}
+
+            def stream() -> Iterator[Observation]:
+                for i in range(observations):
+                    task = tasks[i % len(tasks)]
+                    pool = candidates[id(task)]
+                    candidate = pool[(i * 7919) % len(pool)]
+                    yield Observation(f"restart-{i}", task, candidate, 30.0 + (i * 37) % 65, 2.0 + (i * 13) % 120)
+
+            progress(f"restart: recording and learning {observations} results")
+            began = time.perf_counter()
+            adaptor.warm_start(stream())  # recorded in batches, learned, refit once, snapshotted
+            learn_seconds = time.perf_counter() - began
+            adaptor.close()
+            adaptor.store.close()
+            snapshot_mb = (Path(home) / "adaptor.snapshot").stat().st_size / 2**20
+            address = f"127.0.0.1:{free_port()}"
+            env = dict(os.environ, NASOA_HOME=home, NASOA_ZOO_ADDRESS=f"127.0.0.1:{zoo_port}", NASOA_DISPATCH="none",
+                       NASOA_LOG_LEVEL="WARNING")
+            progress("restart: starting nasoa-adaptor on that home")
+            began = time.perf_counter()
+            with open(Path(home) / "adaptor.log", "ab") as log:
+                proc = subprocess.Popen([sys.executable, "-m", "adaptor_service.server", "--address", address],
+                                        env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                wait_serving(address, 600, proc)
+                restart = time.perf_counter() - began
+                rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+            finally:
+                proc.terminate()
+                proc.wait(60)
+    finally:
+        zoo.stop(0).wait()
+    return RestartResult(observations, round(learn_seconds, 1), round(snapshot_mb, 1), round(restart, 2), round(rss, 1))

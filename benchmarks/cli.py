@@ -95,6 +95,14 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0 if result.errors == 0 and result.counts_match else 1
 
 
+def cmd_restart(args: argparse.Namespace) -> int:
+    from benchmarks._load_bench import run_restart_benchmark
+
+    result = run_restart_benchmark(observations=args.observations, progress=(lambda _m: None) if args.json else print)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result)
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from benchmarks._worker_bench import format_worker, run_worker_benchmark
 
@@ -123,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experience table the adaptor warm-starts from ('' for none; default: the shipped one)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("restart", help="nasoa-adaptor's start to SERVING over many learned results")
+    p.add_argument("--observations", type=int, default=100_000)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_restart)
 
     p = sub.add_parser("worker", help="the worker's fine-tuning path against a bare PyTorch loop; deadlines kept")
     p.add_argument("--jobs", type=int, default=30, help="deadline-bound runs checked against budget x 1.05")
