@@ -1,7 +1,9 @@
 """``nasoa-worker``: start a Celery worker that fine-tunes NASOA jobs.
 
 Settings come from the environment (see worker/_config.py): NASOA_BROKER_URL (default: the
-embedded broker), NASOA_ADAPTOR_ADDRESS, NASOA_ZOO_ADDRESS, NASOA_DEVICE, NASOA_CACHE_DIR.
+embedded broker), NASOA_ADAPTOR_ADDRESS, NASOA_ZOO_ADDRESS, NASOA_DEVICE, NASOA_CACHE_DIR,
+NASOA_ADAPTOR_RETRY_SECONDS (how long the adaptor may be unreachable before a job goes back to
+the queue), NASOA_MAX_DELIVERIES (deliveries before a job is dead-lettered), NASOA_DEVICE_CLASSES.
 """
 
 from __future__ import annotations
