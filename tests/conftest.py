@@ -25,6 +25,32 @@ def rabbitmq_url() -> str:
     return RABBITMQ_URL
 
 
+@pytest.fixture
+def queue_prefix(rabbitmq_url, monkeypatch):
+    """Queues of this test only on the shared broker (NASOA_QUEUE_PREFIX); deleted afterwards."""
+    from kombu import Connection
+
+    prefix = f"nasoa-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("NASOA_QUEUE_PREFIX", prefix)
+    yield prefix
+    with Connection(rabbitmq_url) as conn:
+        channel = conn.channel()
+        for suffix in ("cpu", "cuda", "dead"):
+            channel.queue_delete(f"{prefix}.{suffix}")
+
+
+@pytest.fixture(scope="module")
+def zoo_address():
+    """The default zoo served in this process on a free port."""
+    from zoo_store import DEFAULT_ZOO_DIR
+    from zoo_store._service import make_zoo_server
+
+    server, port = make_zoo_server(DEFAULT_ZOO_DIR, "127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(0).wait()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     assert _port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432"

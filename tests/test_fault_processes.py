@@ -12,12 +12,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import grpc
 import psutil
 import pytest
-from kombu import Connection
 
 from adaptor_service import JobState, Observation, TaskSpec
 from adaptor_service._stores import SQLStore
@@ -26,29 +24,8 @@ from clients.local_cluster import LocalCluster, free_port, wait_serving
 from nasoa_api.v1 import adaptor_pb2 as pb
 from nasoa_api.v1 import adaptor_pb2_grpc as pb_grpc
 from nasoa_data import compute_meta_features
-from zoo_store import DEFAULT_ZOO_DIR
-from zoo_store._service import make_zoo_server
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def zoo_address():
-    server, port = make_zoo_server(DEFAULT_ZOO_DIR, "127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(0).wait()
-
-
-@pytest.fixture
-def queue_prefix(rabbitmq_url, monkeypatch):
-    prefix = f"nasoa-test-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("NASOA_QUEUE_PREFIX", prefix)
-    yield prefix
-    with Connection(rabbitmq_url) as conn:
-        channel = conn.channel()
-        for suffix in ("cpu", "cuda", "dead"):
-            channel.queue_delete(f"{prefix}.{suffix}")
 
 
 def _start_adaptor(home, zoo_address: str, address: str) -> subprocess.Popen[bytes]:

@@ -11,7 +11,6 @@ import logging
 import pickle
 import subprocess
 import time
-import uuid
 
 import grpc
 import pytest
@@ -28,17 +27,6 @@ from nasoa_api.v1 import adaptor_pb2_grpc as pb_grpc
 pytestmark = pytest.mark.integration
 
 DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1//"
-
-
-@pytest.fixture
-def queue_prefix(rabbitmq_url, monkeypatch):
-    prefix = f"nasoa-test-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("NASOA_QUEUE_PREFIX", prefix)
-    yield prefix
-    with Connection(rabbitmq_url) as conn:
-        channel = conn.channel()
-        for suffix in ("cpu", "cuda", "dead"):
-            channel.queue_delete(f"{prefix}.{suffix}")
 
 
 def _app(url: str):

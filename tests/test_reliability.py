@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import signal
-import uuid
 
 import pytest
-from kombu import Connection
 
 from adaptor_service import JobState, TaskSpec
 from clients.local_cluster import LocalCluster
 from nasoa_data import compute_meta_features
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def queue_prefix(rabbitmq_url, monkeypatch):
-    prefix = f"nasoa-test-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("NASOA_QUEUE_PREFIX", prefix)
-    yield prefix
-    with Connection(rabbitmq_url) as conn:
-        channel = conn.channel()
-        for device in ("cpu", "cuda"):
-            channel.queue_delete(f"{prefix}.{device}")
 
 
 def test_worker_killed_mid_job_loses_nothing(tmp_path, rabbitmq_url, queue_prefix):
