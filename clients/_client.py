@@ -299,7 +299,9 @@ class AdaptorClient:
                     yield convert.event_from_pb(msg)
                 return
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or failures >= self.retries:  # type: ignore[attr-defined]
+                # RESOURCE_EXHAUSTED: every WatchJob slot of the server is taken; one frees up soon.
+                retryable = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)  # type: ignore[attr-defined]
+                if not retryable or failures >= self.retries:
                     raise map_rpc_error(exc) from None
                 failures += 1
                 time.sleep(min(2.0, 0.2 * 2**failures))
