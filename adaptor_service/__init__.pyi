@@ -16,9 +16,11 @@ from ._experience import write_csv as write_csv
 from ._experience import write_jsonl as write_jsonl
 from ._jobs import Dispatcher as Dispatcher
 from ._jobs import DispatchError as DispatchError
+from ._limits import Limits as Limits
 from ._predictors import AccuracyPredictor as AccuracyPredictor
 from ._predictors import TimePredictor as TimePredictor
 from ._predictors import make_features as make_features
+from ._reconciler import Reconciler as Reconciler
 from ._schedulers import FixedDefaultGenerator as FixedDefaultGenerator
 from ._schedulers import OneShotGenerator as OneShotGenerator
 from ._schedulers import RandomGenerator as RandomGenerator

@@ -13,14 +13,16 @@ The gRPC servicer is a thin layer over this class, and other schedulers can embe
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from adaptor_service import _validation as validation
 from adaptor_service._candidates import CandidateSpace
 from adaptor_service._jobs import Dispatcher, JobLifecycle
 from adaptor_service._learner import LearnedState, Learner
+from adaptor_service._limits import Limits
 from adaptor_service._planner import Planner
 from adaptor_service._predictors import AccuracyPredictor, TimePredictor
 from adaptor_service._schedulers import OneShotGenerator, ScheduleGenerator
@@ -71,7 +73,14 @@ class Adaptor:
         :meth:`flush` is the same either way. The learner waits for a pause in the
         observations (``learn_pause_seconds``) unless ``max_backlog`` results wait.
     feature_cache_size
-        Tasks (everything but the budget) whose candidates' feature matrix is kept.
+        Tasks (everything but the budget) whose candidates' feature matrix is kept; their
+        total size is also bounded by ``limits.feature_cache_mb``.
+    limits
+        Bounds on requests and caches (:class:`~adaptor_service._limits.Limits`).
+    validate_requests
+        ``True`` (default): every task, candidate and result is checked as a server must
+        (dataset URI, device class, known models, sizes and ranges). ``False`` for trusted
+        embedding code that plans its own kinds of tasks (the replay benchmark).
     """
 
     def __init__(
@@ -89,13 +98,17 @@ class Adaptor:
         feature_cache_size: int = 32,
         max_backlog: int = 10_000,
         learn_pause_seconds: float = 0.05,
+        limits: Limits | None = None,
+        validate_requests: bool = True,
     ) -> None:
         self.store = store
+        self.limits = limits or Limits()
+        self.validate_requests = validate_requests
         state = LearnedState(accuracy_predictor or AccuracyPredictor(), time_predictor or TimePredictor())
-        self.learner = Learner(state, Snapshots(snapshot_path, snapshot_every), learn_in_background,
-                               max_backlog, learn_pause_seconds)
+        snapshots = Snapshots(snapshot_path, snapshot_every, self.limits.max_snapshot_mb)
+        self.learner = Learner(state, snapshots, learn_in_background, max_backlog, learn_pause_seconds)
         self.planner = Planner(self.learner, candidate_space, generator or OneShotGenerator(), default_margin,
-                               feature_cache_size)
+                               feature_cache_size, self.limits.feature_cache_mb << 20)
         self.jobs = JobLifecycle(store, dispatcher)
         self.learner.restore(store)
         self.learner.start()
@@ -117,6 +130,10 @@ class Adaptor:
     def dispatcher(self) -> Dispatcher | None:
         return self.jobs.dispatcher
 
+    @dispatcher.setter
+    def dispatcher(self, dispatcher: Dispatcher | None) -> None:
+        self.jobs.dispatcher = dispatcher
+
     @property
     def state(self) -> LearnedState:
         """The learned state (read it under ``adaptor.learner.lock`` while results arrive)."""
@@ -134,12 +151,51 @@ class Adaptor:
     def recommend(
         self, task: TaskSpec, candidates: Sequence[Candidate] | None = None, models: Sequence[str] = (), top_k: int = 5
     ) -> Plan:
+        if self.validate_requests:
+            validation.check_task(task, self.limits)
+            validation.check_candidates(candidates or (), self.limits, self._known_models())
         return self.planner.recommend(task, candidates, models, top_k)
+
+    def _known_models(self) -> Collection[str] | None:
+        return self.candidate_space.models if self.candidate_space is not None else None
+
+    def check_candidate_count(self, count: int) -> None:
+        """Refuse a request with more candidates than the limit, before any is converted."""
+        if self.validate_requests:
+            validation.check_candidate_count(count, self.limits)
+
+    def check_observation(self, obs: Observation) -> None:
+        """Refuse a result the service must not record (InvalidArgument), before anything is stored."""
+        if self.validate_requests:
+            validation.check_observation(obs, self.limits, self._known_models())
 
     # ---- jobs -----------------------------------------------------------------------
     def submit(self, task: TaskSpec, job_id: str = "", models: Sequence[str] = ()) -> Job:
-        """Plan ``task``, store it as a job and dispatch it. Idempotent by ``job_id``."""
-        return self.jobs.submit(task, job_id, lambda t: self.recommend(t, models=models))
+        """Plan ``task``, store it as a job and dispatch it. Idempotent by ``job_id``.
+
+        A job that could not be queued stays QUEUED with a message saying why, and Submit
+        raises DispatchError; Submit again with its id (or the reconciler) queues it then.
+        """
+
+        def plan_for(t: TaskSpec) -> Plan:
+            plan = self.recommend(t, models=models)
+            if self.validate_requests:
+                validation.check_budget_covers(t, plan)
+            return plan
+
+        return self.jobs.submit(task, job_id, plan_for)
+
+    def dispatch(self, job: Job) -> Job:
+        """Hand ``job`` to the workers; on failure it stays QUEUED, marked not queued yet."""
+        return self.jobs.dispatch(job)
+
+    def requeue_job(self, job_id: str) -> Job | None:
+        """Publish a QUEUED job again (its message was lost); None if it is no longer QUEUED."""
+        return self.jobs.requeue_job(job_id)
+
+    def fail_open_job(self, job_id: str, reason: str) -> Job | None:
+        """Mark a job that is not finished FAILED with ``reason``; None if unknown or finished."""
+        return self.jobs.fail_open_job(job_id, reason)
 
     def get_job(self, job_id: str) -> Job:
         return self.jobs.get_job(job_id)
@@ -177,7 +233,11 @@ class Adaptor:
         """:meth:`observe` for several (result, job) pairs, recorded in one store transaction."""
         if not results:
             return []
-        return self.learner.record(self.store, results, self.jobs.finish)
+        for obs, _ in results:
+            self.check_observation(obs)
+        positions = self.learner.record(self.store, results, self.jobs.finish)
+        self.jobs.finish_duplicates(results, positions)
+        return [seq is not None for seq in positions]
 
     def warm_start(self, observations: Iterable[Observation]) -> int:
         """Learn from past results (an experience log); returns how many were new.

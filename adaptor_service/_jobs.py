@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Protocol
 
 from adaptor_service._stores import JobStore
+from adaptor_service._validation import not_learned_reason
 from nasoa_contracts import (
     CurvePoint,
     FailedPrecondition,
@@ -29,7 +30,11 @@ from nasoa_contracts import (
     TaskSpec,
 )
 
-__all__ = ["DispatchError", "Dispatcher", "JobLifecycle", "check_job_id"]
+__all__ = ["NOT_QUEUED", "DispatchError", "Dispatcher", "JobLifecycle", "check_job_id"]
+
+# The message of a QUEUED job whose task is not on the broker yet: Submit with its id, or the
+# reconciler, queues it again.
+NOT_QUEUED = "not queued yet"
 
 
 class DispatchError(ServiceUnavailable):
@@ -52,13 +57,21 @@ class JobLifecycle:
         self._changed = threading.Condition()  # wakes watchers when an event lands
 
     def submit(self, task: TaskSpec, job_id: str, plan_for: Callable[[TaskSpec], Plan]) -> Job:
-        """Plan ``task``, store it as a job and dispatch it. Idempotent by ``job_id``."""
+        """Plan ``task``, store it as a job and dispatch it. Idempotent by ``job_id``.
+
+        A job that could not be queued stays QUEUED with a message saying why, and Submit
+        raises DispatchError; Submit again with its id (or the reconciler) queues it then.
+        """
         if job_id:
             check_job_id(job_id)
             try:
-                return self.store.get_job(job_id)
+                job = self.store.get_job(job_id)
             except NotFound:
                 pass
+            else:
+                if job.state == JobState.QUEUED and job.message.startswith(NOT_QUEUED):
+                    return self.dispatch(job)
+                return job
         plan = plan_for(task)
         now = time.time()
         job = Job(job_id=job_id or uuid.uuid4().hex, task=task, plan=plan, created_at=now, updated_at=now)
@@ -66,13 +79,51 @@ class JobLifecycle:
         if not created:
             return job
         self.event(job, "state", "planned: " + plan.candidate.describe())
-        if self.dispatcher is not None:
-            try:
-                self.dispatcher.dispatch(job)
-            except Exception as exc:  # the broker's errors vary by transport
-                job = self.set_state(job.job_id, JobState.FAILED, f"could not queue the job: {exc}")
-                raise DispatchError(f"could not queue job {job.job_id}: {exc}") from exc
+        return self.dispatch(job)
+
+    def dispatch(self, job: Job) -> Job:
+        """Hand ``job`` to the workers; on failure it stays QUEUED, marked :data:`NOT_QUEUED`."""
+        if self.dispatcher is None:
+            return job
+        try:
+            self.dispatcher.dispatch(job)
+        except Exception as exc:  # the broker's errors vary by transport
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            message = f"{NOT_QUEUED} (the broker refused it: {reason}); it is queued again when the broker is back"
+            if job.message != message:
+                self.set_state(job.job_id, JobState.QUEUED, message)
+            raise DispatchError(f"could not queue job {job.job_id}: {reason}; submit again with the same job id") from exc
+        if job.message.startswith(NOT_QUEUED):
+            return self.set_state_if(job.job_id, JobState.QUEUED, JobState.QUEUED, "queued") or job
         return job
+
+    def requeue_job(self, job_id: str) -> Job | None:
+        """Publish a QUEUED job again (its message was lost); None if it is no longer QUEUED."""
+        job = self.store.get_job(job_id)
+        if job.state != JobState.QUEUED:
+            return None
+        was_marked = job.message.startswith(NOT_QUEUED)
+        job = self.dispatch(job)  # DispatchError: it stays marked, for the next try
+        if was_marked:
+            return job
+        return self.set_state_if(job_id, JobState.QUEUED, JobState.QUEUED, "queued again: its message was lost")
+
+    def fail_open_job(self, job_id: str, reason: str) -> Job | None:
+        """Mark a job that is not finished FAILED with ``reason``; None if unknown or finished."""
+        try:
+            job = self.store.get_job(job_id)
+        except NotFound:
+            return None
+        if job.state.finished:
+            return None
+        return self.set_state_if(job_id, job.state, JobState.FAILED, reason)
+
+    def set_state_if(self, job_id: str, expected: JobState, state: JobState, message: str) -> Job | None:
+        """:meth:`set_state` if the job is still in state ``expected`` (else None): no lost update."""
+        with self._lock:
+            if self.store.get_job(job_id).state != expected:
+                return None
+            return self.set_state(job_id, state, message)
 
     def get_job(self, job_id: str) -> Job:
         check_job_id(job_id)
@@ -160,11 +211,30 @@ class JobLifecycle:
                 return  # an external run (another scheduler, a log): nothing to finish
             if job.state == JobState.CANCELLED:
                 return
-            state = JobState.FAILED if obs.status == "failed" else JobState.DONE
-            job = replace(job, state=state, result=obs, updated_at=time.time(), message=obs.message or job.message)
+            not_learned = not_learned_reason(obs)
+            state = JobState.FAILED if not_learned else JobState.DONE
+            message = obs.message or job.message
+            if not_learned and obs.status != "failed":
+                message = f"{message}; recorded, not learned: {not_learned}".lstrip("; ")
+            job = replace(job, state=state, result=obs, updated_at=time.time(), message=message)
             self.store.update_job(job)
         point = CurvePoint(obs.curve[-1].epoch if obs.curve else 0, obs.accuracy, obs.seconds)
-        self.event(job, "result", obs.message or f"{state.value.lower()}: {obs.accuracy:.1f}%", point)
+        self.event(job, "result", message or f"{state.value.lower()}: {obs.accuracy:.1f}%", point)
+
+    def finish_duplicates(self, results: Sequence[tuple[Observation, object]], positions: Sequence[int | None]) -> None:
+        """A result sent again finishes its job if the first one was recorded but the job not finished.
+
+        (A crash between recording a result and finishing its job leaves exactly that.)
+        """
+        for (obs, job), seq in zip(results, positions, strict=True):
+            if seq is not None or job is None:
+                continue
+            try:
+                stored = self.store.get_job(obs.job_id)
+            except NotFound:
+                continue
+            if not stored.state.finished:
+                self.finish(obs, stored)
 
 
 def check_job_id(job_id: str) -> None:

@@ -24,6 +24,7 @@ from adaptor_service._known_runs import KnownRuns
 from adaptor_service._predictors import AccuracyPredictor, TimePredictor, fits_outside, make_features
 from adaptor_service._snapshots import Snapshots
 from adaptor_service._stores import JobStore
+from adaptor_service._validation import not_learned_reason
 from nasoa_contracts import Candidate, CurvePoint, Job, Observation
 
 __all__ = ["LearnedState", "Learner", "at_epochs", "learn_observation"]
@@ -60,8 +61,8 @@ def at_epochs(candidate: Candidate, epochs: int) -> Candidate:
 def learn_observation(state: LearnedState, seq: int, obs: Observation) -> None:
     """Learn one recorded result: progressive validation first, then every curve point."""
     state.last_seq = seq
-    if obs.status == "failed":
-        return
+    if not_learned_reason(obs):
+        return  # recorded (the log keeps it), never learned: it measured nothing real
     x = make_features(obs.task, obs.candidate)
     accuracy, _ = state.accuracy.predict_dist(x)
     seconds, _ = state.time.predict_dist(x)
@@ -123,8 +124,11 @@ class Learner:
 
     def record(
         self, store: JobStore, results: Sequence[tuple[Observation, JobRef]], finish: Callable[[Observation, JobRef], None]
-    ) -> list[bool]:
-        """Record results in one store transaction, finish their jobs, learn them; False: duplicate."""
+    ) -> list[int | None]:
+        """Record results in one store transaction, finish their jobs, learn them.
+
+        Returns each result's log position, None for a duplicate.
+        """
         observations = [obs for obs, _ in results]
         if self._backlog is not None:
             self._backlog.wait_for_room()
@@ -134,7 +138,7 @@ class Learner:
                     if seq is not None:
                         self._backlog.put(seq, obs)
             _each(finish, [(obs, job) for (obs, job), seq in zip(results, positions, strict=True) if seq is not None])
-            return [seq is not None for seq in positions]
+            return positions
         with self.learning, self.lock:
             positions = store.record_observations(observations)
 
@@ -147,7 +151,7 @@ class Learner:
             # Every recorded result is learned and finishes its job, even if one of them fails.
             _each(learn_and_finish,
                   [(seq, obs, job) for (obs, job), seq in zip(results, positions, strict=True) if seq is not None])
-            return [seq is not None for seq in positions]
+            return positions
 
     def refit(self) -> None:
         """Refit the batch models on everything learnt (after a warm start)."""

@@ -41,12 +41,15 @@ class Planner:
         generator: ScheduleGenerator,
         default_margin: float = 1.2,
         feature_cache_size: int = 32,
+        feature_cache_bytes: int = 256 << 20,
     ) -> None:
         self.learner = learner
         self.candidate_space = candidate_space
         self.generator = generator
         self.default_margin = default_margin
-        self._features: _LRU[tuple[CandidateTable, FeatureRows]] = _LRU(feature_cache_size)
+        self._features: _LRU[tuple[CandidateTable, FeatureRows]] = _LRU(
+            feature_cache_size, max_bytes=feature_cache_bytes, weigh=_rows_bytes
+        )
         self._blocks: _LRU[CandidateBlock] = _LRU(8)  # per (space, models): what every task shares
         self._run_rows: _LRU[dict[RunKey, list[int]]] = _LRU(8)  # per (space, models): rows of each run
 
@@ -54,9 +57,10 @@ class Planner:
     def time_margin(self) -> float:
         """Safety factor on predicted time: the 90th percentile of past actual/predicted."""
         state = self.learner.state
-        if state.n_learned < 5:
+        q90 = state.time_log_error_q90.get()
+        if state.n_learned < 5 or q90 is None:  # None: no result had a measured time
             return self.default_margin
-        return min(3.0, max(1.0, math.exp(state.time_log_error_q90.get())))
+        return min(3.0, max(1.0, math.exp(q90)))
 
     def predict(self, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
         """Predictions for ``candidates`` (one batch call per predictor), measured runs corrected."""
@@ -178,24 +182,52 @@ class Planner:
 
 
 class _LRU(Generic[T]):
-    """A small thread-safe LRU cache (tasks' feature rows, candidate blocks)."""
+    """A small thread-safe LRU cache (tasks' feature rows, candidate blocks).
 
-    def __init__(self, size: int) -> None:
+    At most ``size`` entries and, with ``weigh``, at most ``max_bytes`` in all: a value
+    heavier than that alone is returned but not kept.
+    """
+
+    def __init__(self, size: int, max_bytes: int = 0, weigh: Callable[[T], int] | None = None) -> None:
         self.size = size
-        self._items: collections.OrderedDict[object, T] = collections.OrderedDict()
+        self.max_bytes = max_bytes
+        self._weigh = weigh
+        self._bytes = 0
+        self._items: collections.OrderedDict[object, tuple[T, int]] = collections.OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
     def get(self, key: object) -> T | None:
         with self._lock:
             found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
+            if found is None:
+                return None
+            self._items.move_to_end(key)
+            return found[0]
 
     def put(self, key: object, value: T) -> T:
+        weight = self._weigh(value) if self._weigh is not None else 0
         with self._lock:
-            if self.size > 0:
-                self._items[key] = value
-                while len(self._items) > self.size:
-                    self._items.popitem(last=False)
+            if self.size <= 0 or (self.max_bytes and weight > self.max_bytes):
+                return value
+            old = self._items.pop(key, None)
+            self._bytes += weight - (old[1] if old else 0)
+            self._items[key] = (value, weight)
+            while len(self._items) > self.size or (self.max_bytes and self._bytes > self.max_bytes):
+                self._bytes -= self._items.popitem(last=False)[1][1]
             return value
+
+
+# A River model (and the starter before the first batch fit) reads the rows as dicts, which
+# the rows then keep: measured at about four times the matrix (5,040 candidates x 50 features).
+_DICTS_PER_MATRIX_BYTE = 4
+
+
+def _rows_bytes(entry: tuple[CandidateTable, FeatureRows]) -> int:
+    """The memory a task's cached feature rows may come to hold (matrix, mask, dicts), roughly."""
+    rows = entry[1]
+    matrix = int(rows.values.nbytes)
+    return matrix * (1 + _DICTS_PER_MATRIX_BYTE) + int(rows.present.nbytes) + 64 * len(entry[0])

@@ -19,6 +19,7 @@ from nasoa_contracts import (
     Job,
     NotFound,
     Observation,
+    ResourceExhausted,
     convert,
     status_of,
 )
@@ -68,6 +69,10 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
 
     def __init__(self, adaptor: Adaptor) -> None:
         self.adaptor = adaptor
+        # Each open WatchJob stream holds a server thread: they get their own bounded share,
+        # so streams can never take the threads that unary calls and Observe need.
+        self.max_watch_streams = adaptor.limits.max_watch_streams
+        self._watch_slots = threading.BoundedSemaphore(self.max_watch_streams)
 
     @_maps_errors
     def Submit(self, request: pb.SubmitRequest, context: grpc.ServicerContext) -> pb.Job:
@@ -83,6 +88,7 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
 
     @_maps_errors
     def Recommend(self, request: pb.RecommendRequest, context: grpc.ServicerContext) -> pb.Plan:
+        self.adaptor.check_candidate_count(len(request.candidates))
         candidates = [convert.candidate_from_pb(c) for c in request.candidates]
         plan = self.adaptor.recommend(
             _task(request.task), candidates or None, models=list(request.models), top_k=request.top_k
@@ -101,6 +107,10 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
                 kind = request.WhichOneof("event")
                 if kind == "result":
                     obs, job = self._observation(request)
+                    try:
+                        self.adaptor.check_observation(obs)
+                    except InvalidArgument as exc:
+                        raise InvalidArgument(f"observe message {received}: {exc}") from None
                     # The job is read again when its group is committed: it may be cancelled by then.
                     results.add(obs, None if job is None else "look up")
                     continue
@@ -154,8 +164,16 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
         if request.after_seq < 0:
             raise InvalidArgument(f"after_seq must be >= 0, got {request.after_seq}")
-        for event in self.adaptor.watch_job(request.job_id, request.after_seq, alive=context.is_active):
-            yield convert.event_to_pb(event)
+        if not self._watch_slots.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"{self.max_watch_streams} WatchJob streams are open (NASOA_MAX_WATCH_STREAMS): "
+                "retry later, or poll GetJob"
+            )
+        try:
+            for event in self.adaptor.watch_job(request.job_id, request.after_seq, alive=context.is_active):
+                yield convert.event_to_pb(event)
+        finally:
+            self._watch_slots.release()
 
     @_maps_errors
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:

@@ -25,9 +25,10 @@ SNAPSHOT_FORMAT = 2  # 2: the state keeps the measured runs (KnownRuns)
 class Snapshots:
     """Where and how often the learned state is snapshotted (``path=None``: never)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None, every: int = 20) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None, every: int = 20, max_mb: int = 256) -> None:
         self.path = Path(path) if path else None
         self.every = every
+        self.max_mb = max_mb
 
     def due(self, n_learned: int) -> bool:
         return self.path is not None and n_learned % self.every == 0
@@ -44,10 +45,14 @@ class Snapshots:
                 pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
                 fh.flush()
                 os.fsync(fh.fileno())
+            size = os.path.getsize(tmp)
             os.replace(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if size > self.max_mb << 20:
+            log.error("snapshot %s is %.0f MB, above NASOA_MAX_SNAPSHOT_MB=%d: restarts slow down",
+                      self.path, size / 2**20, self.max_mb)
 
     def read(self, expected: type) -> object | None:
         """The snapshotted state if it is a usable ``expected``; None (with a warning) otherwise."""

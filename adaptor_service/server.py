@@ -20,6 +20,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from adaptor_service._adaptor import Adaptor
 from adaptor_service._candidates import DEFAULT_SPACE_FILE, CandidateSpace, ModelInfo, RegimeGrid
+from adaptor_service._limits import Limits
+from adaptor_service._reconciler import Reconciler
 from adaptor_service._schedulers import make_generator
 from adaptor_service._servicer import AdaptorServicer
 from adaptor_service._stores import open_store
@@ -49,17 +51,25 @@ def make_server(
     token: str = "",
     tls: tuple[bytes, bytes] | None = None,
     reflection: bool = False,
-    max_workers: int = 32,
+    max_workers: int | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """An unstarted server for ``adaptor``, its bound port and its health servicer."""
+    """An unstarted server for ``adaptor``, its bound port and its health servicer.
+
+    The pool has ``adaptor.limits.rpc_threads`` threads (or ``max_workers``) for unary calls
+    and Observe streams, plus one per allowed WatchJob stream; past that, calls get
+    RESOURCE_EXHAUSTED at once instead of waiting in a queue.
+    """
+    limits = adaptor.limits
+    threads = (max_workers or limits.rpc_threads) + limits.max_watch_streams
     interceptors = [TokenAuthInterceptor(token)] if token else []
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="adaptor-rpc"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="adaptor-rpc"),
         interceptors=interceptors,
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
+        maximum_concurrent_rpcs=threads,
     )
     adaptor_pb2_grpc.add_AdaptorServiceServicer_to_server(AdaptorServicer(adaptor), server)
     health_servicer = health.HealthServicer()
@@ -120,7 +130,7 @@ def adaptor_from_settings(settings: AdaptorSettings) -> Adaptor:
     if settings.dispatch == "celery":
         from adaptor_service._dispatch import CeleryDispatcher
 
-        dispatcher = CeleryDispatcher(settings.broker_url, settings.home, settings.queue_prefix)
+        dispatcher = CeleryDispatcher(settings.broker_url, settings.home, settings.topology())
     options: dict[str, object] = {}
     if settings.policy == "nasoa":
         options = {"risk_aversion": settings.risk_aversion, "exploration": settings.exploration}
@@ -137,6 +147,7 @@ def adaptor_from_settings(settings: AdaptorSettings) -> Adaptor:
         snapshot_path=settings.snapshot,
         snapshot_every=settings.snapshot_every,
         learn_in_background=settings.learn == "background",
+        limits=Limits.from_settings(settings),
     )
 
 
@@ -151,8 +162,16 @@ def warm_start_from_file(adaptor: Adaptor, path: str) -> int:
     from adaptor_service._experience import read_table, runs_to_observations
 
     observations = runs_to_observations(read_table(path).runs)
+    if not observations:
+        raise ValueError(f"warm-start table {path} has no runs (NASOA_WARM_START)")
     space = adaptor.candidate_space
     if space is not None:
+        unknown = sorted({o.candidate.model for o in observations} - set(space.models))
+        if unknown:
+            raise ValueError(
+                f"warm-start table {path} names models the zoo does not have: {', '.join(unknown[:10])}"
+                + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            )
         observations = [replace(o, candidate=space.complete(o.task, o.candidate)) for o in observations]
     learned = adaptor.warm_start(observations)
     log.info("warm start from %s: %d runs, %d new", path, len(observations), learned,
@@ -181,12 +200,16 @@ def serve(adaptor: Adaptor, settings: AdaptorSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
+    reconciler = Reconciler(
+        adaptor, lease_seconds=settings.requeue_after_seconds, every_seconds=settings.reconcile_seconds
+    ).start()
     host = address.rsplit(":", 1)[0]
     log.info("adaptor serving on %s:%d (%d candidates)", host, port, len(adaptor.candidate_space or []))
     print(f"nasoa-adaptor: serving on {host}:{port}", flush=True)
     stop.wait()
     log.info("shutting down: draining calls for up to %.0fs", grace)
     health_servicer.enter_graceful_shutdown()
+    reconciler.stop()
     server.stop(grace).wait()
     adaptor.close()  # results not learned yet are in the log: the next start learns them
     adaptor.snapshot()

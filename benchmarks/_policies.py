@@ -375,6 +375,7 @@ def default_adaptor_factory(seed: int = 0) -> Callable[[Path | None], Any]:
             time_predictor=TimePredictor(seed=seed),
             snapshot_path=snapshot_path,
             snapshot_every=10**9,  # only when a copy is made
+            validate_requests=False,  # tasks and runs of experience tables, not service requests
         )
 
     return make

@@ -6,6 +6,8 @@
 - ``zoo``: training step time of the zoo against torchvision baselines at equal accuracy;
 - ``artifacts``: model upload/download throughput against a file copy, save+upload share of a job;
 - ``first-request``: the first request on a fresh adaptor, cold against warm (the default).
+- ``load``: many clients and Observe streams against ``nasoa-adaptor``; latency, errors, exact counts;
+- ``worker``: the worker's fine-tuning path against a bare PyTorch loop, and deadlines kept.
 """
 
 from __future__ import annotations
@@ -105,6 +107,33 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    from benchmarks._load_bench import format_load, run_load_benchmark
+
+    log = (lambda _m: None) if args.json else print
+    result = run_load_benchmark(clients=args.clients, streams=args.streams, seconds=args.seconds, progress=log,
+                                experience=args.experience or None)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else format_load(result))
+    return 0 if result.errors == 0 and result.counts_match else 1
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from benchmarks._load_bench import run_restart_benchmark
+
+    result = run_restart_benchmark(observations=args.observations, progress=(lambda _m: None) if args.json else print)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from benchmarks._worker_bench import format_worker, run_worker_benchmark
+
+    log = (lambda _m: None) if args.json else print
+    result = run_worker_benchmark(jobs=args.jobs, epochs=args.epochs, progress=log)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else format_worker(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nasoa-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +144,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm", type=int, default=200, help="observations learned before timing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_service)
+
+    p = sub.add_parser("load", help="N clients and M Observe streams against nasoa-adaptor for a fixed time")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--streams", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--experience", default=str(EXPERIENCE),
+                   help="experience table the adaptor warm-starts from ('' for none; default: the shipped one)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("restart", help="nasoa-adaptor's start to SERVING over many learned results")
+    p.add_argument("--observations", type=int, default=100_000)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_restart)
+
+    p = sub.add_parser("worker", help="the worker's fine-tuning path against a bare PyTorch loop; deadlines kept")
+    p.add_argument("--jobs", type=int, default=30, help="deadline-bound runs checked against budget x 1.05")
+    p.add_argument("--epochs", type=int, default=3, help="epochs of each throughput run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("replay", help="replay real fine-tuning meta-data (QuickTune-extended by default)")
     p.add_argument("--table", default="quicktune-extended",

@@ -27,6 +27,7 @@ from nasoa_contracts import (
     JobState,
     Observation,
     Plan,
+    ResourceExhausted,
     ServiceTimeout,
     ServiceUnavailable,
     TaskSpec,
@@ -175,7 +176,8 @@ class AdaptorClient:
         """Events of a job until it finishes; resumes from the last event if the stream breaks.
 
         gRPC retries a call only before its first reply, so a stream cut mid-way is resumed
-        here (``after_seq``), up to ``retries`` times in a row.
+        here (``after_seq``), up to ``retries`` times in a row; so is a stream refused because
+        every WatchJob slot of the server is taken (RESOURCE_EXHAUSTED).
         """
         from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
@@ -186,7 +188,7 @@ class AdaptorClient:
         def gave_up(_state: object) -> bool:
             return failures > self.retries
 
-        retrying = Retrying(retry=retry_if_exception_type(ServiceUnavailable), stop=gave_up,
+        retrying = Retrying(retry=retry_if_exception_type((ServiceUnavailable, ResourceExhausted)), stop=gave_up,
                             wait=wait_exponential(multiplier=0.2, max=2.0), reraise=True)
         for attempt in retrying:
             with attempt:

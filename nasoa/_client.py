@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-DEVICE_CLASSES = ("cpu", "cuda")  # one worker queue each (worker/_config.py)
+DEVICE_CLASSES = ("cpu", "cuda")  # one worker queue each (nasoa_contracts.queue_for)
 MAX_BUDGET_SECONDS = 30 * 24 * 3600
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -113,7 +113,7 @@ def _explained(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: Client, *args: Any, **kwargs: Any) -> Any:
-        from clients import ServiceTimeout, ServiceUnavailable
+        from nasoa_contracts import ServiceTimeout, ServiceUnavailable
 
         try:
             return method(self, *args, **kwargs)
@@ -218,7 +218,7 @@ class Client:
 
     def events(self, job_id: str, timeout: float = 3600.0) -> Iterator[JobEvent]:
         """The job's events (state changes, epochs, result) until it finishes."""
-        from clients import ServiceTimeout, ServiceUnavailable
+        from nasoa_contracts import ServiceTimeout, ServiceUnavailable
 
         try:
             yield from self.rpc.watch_job(job_id, timeout=timeout)

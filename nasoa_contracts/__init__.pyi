@@ -2,8 +2,10 @@ from . import convert as convert
 from ._auth import PUBLIC_METHODS as PUBLIC_METHODS
 from ._auth import TokenAuthInterceptor as TokenAuthInterceptor
 from ._broker import EMBEDDED_BROKER_URL as EMBEDDED_BROKER_URL
+from ._broker import QueueTopology as QueueTopology
 from ._broker import broker_transport_options as broker_transport_options
 from ._broker import broker_url_or_embedded as broker_url_or_embedded
+from ._broker import is_amqp as is_amqp
 from ._channels import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from ._channels import RETRIED_METHODS as RETRIED_METHODS
 from ._channels import bearer_metadata as bearer_metadata

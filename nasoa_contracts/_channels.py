@@ -54,11 +54,12 @@ def make_channel(
     options: Sequence[tuple[str, Any]] = (),
     tls_ca: str | Path | None = None,
     retry_attempts: int = 5,
+    token: str = "",
 ) -> grpc.Channel:
     """A channel to ``address`` (``HOST:PORT``); TLS when root certificates are given.
 
     Idempotent calls are retried on UNAVAILABLE, up to ``retry_attempts`` attempts in all
-    (1: no retry).
+    (1: no retry). With ``token``, every call on the channel carries ``authorization: Bearer <token>``.
 
     ``tls_ca`` is a PEM file of root certificates, read when ``root_certificates`` is not
     given; by default the client settings' ``NASOA_TLS_CA``.
@@ -77,5 +78,45 @@ def make_channel(
     if root_certificates is None and tls_ca:
         root_certificates = Path(tls_ca).read_bytes()
     if root_certificates is not None:
-        return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), opts)
-    return grpc.insecure_channel(address, opts)
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), opts)
+    else:
+        channel = grpc.insecure_channel(address, opts)
+    return grpc.intercept_channel(channel, _BearerToken(token)) if token else channel
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <token>`` to every call of a channel."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = [m for m in (details.metadata or ()) if m[0] != "authorization"] + [self._header]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, base: Any, metadata: list[tuple[str, str]]) -> None:
+        self.method = base.method
+        self.timeout = base.timeout
+        self.metadata = metadata
+        self.credentials = base.credentials
+        self.wait_for_ready = getattr(base, "wait_for_ready", None)
+        self.compression = getattr(base, "compression", None)

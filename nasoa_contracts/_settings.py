@@ -25,6 +25,8 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from pydantic import AfterValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from nasoa_contracts._broker import QueueTopology
+
 __all__ = [
     "AdaptorSettings",
     "ClientSettings",
@@ -104,7 +106,26 @@ class _Served(_Settings):
         return self.tls_cert.read_bytes(), self.tls_key.read_bytes()
 
 
-class AdaptorSettings(_Served):
+class _Queues(_Settings):
+    """The job queues, declared alike by the adaptor (publisher) and the workers (consumers)."""
+
+    broker_url: str = Field("", description="Celery broker, e.g. amqp://guest:guest@127.0.0.1:5672// (default: embedded)")
+    queue_prefix: str = Field("nasoa", min_length=1, description="prefix of the per-device-class queues")
+    device_classes: str = Field("cpu,cuda", min_length=1, description="device classes that have a job queue (comma-separated)")
+    max_deliveries: int = Field(5, ge=1, description="deliveries of one job before RabbitMQ dead-letters it")
+    max_budget_seconds: float = Field(86_400.0, gt=0, description="largest budget a task may have")
+    adaptor_retry_seconds: float = Field(
+        600.0, gt=0, description="how long a worker waits for an unreachable adaptor before the job goes back to the queue"
+    )
+
+    def topology(self) -> QueueTopology:
+        classes = tuple(part.strip() for part in self.device_classes.split(",") if part.strip())
+        # A job holds its message for its budget, the worker's wait for the adaptor, and slack.
+        timeout_ms = int(1000 * (self.max_budget_seconds + self.adaptor_retry_seconds + 900))
+        return QueueTopology(self.queue_prefix, classes, self.max_deliveries, timeout_ms)
+
+
+class AdaptorSettings(_Served, _Queues):
     """``nasoa-adaptor``: the planning service."""
 
     section: ClassVar[str] = "adaptor"
@@ -124,8 +145,24 @@ class AdaptorSettings(_Served):
     risk_aversion: float = Field(0.5, ge=0, description="nasoa ranks by accuracy - k x its std: k")
     exploration: float = Field(0.0, ge=0, le=1, description="probability of an optimistic (accuracy + std) pick")
     dispatch: Literal["celery", "none"] = Field("celery", description="hand jobs to Celery workers, or plan only")
-    broker_url: str = Field("", description="Celery broker, e.g. amqp://guest:guest@127.0.0.1:5672// (default: embedded)")
-    queue_prefix: str = Field("nasoa", min_length=1, description="prefix of the per-device-class queues")
+    reconcile_seconds: float = Field(30.0, gt=0, description="period of the reconciler that re-queues lost jobs")
+    requeue_after_seconds: float = Field(
+        300.0, gt=0, description="a QUEUED job published this long ago while its queue is empty is published again"
+    )
+    data_root: Path | None = Field(None, description="dataset folders must lie inside it")
+    max_meta_features: int = Field(64, gt=0, description="meta-feature keys per task")
+    max_key_chars: int = Field(64, gt=0, description="characters of a meta-feature or hyperparameter key")
+    max_candidates: int = Field(5_000, gt=0, description="candidates a Recommend may carry")
+    max_hparams: int = Field(16, gt=0, description="hyperparameters per candidate")
+    max_curve_points: int = Field(1_000, gt=0, description="curve points per result")
+    max_epochs: int = Field(1_000, gt=0, description="epochs of a candidate")
+    min_budget_seconds: float = Field(1.0, gt=0, description="smallest budget a task may have")
+    max_message_bytes: int = Field(4 << 20, gt=0, description="one gRPC message, either way")
+    max_text_chars: int = Field(4_096, gt=0, description="a result's message, a model name, a URI")
+    max_watch_streams: int = Field(256, gt=0, description="WatchJob streams open at once; more get RESOURCE_EXHAUSTED")
+    rpc_threads: int = Field(32, gt=0, description="server threads for unary calls and Observe streams")
+    feature_cache_mb: int = Field(256, gt=0, description="memory of the tasks' cached feature rows, MB")
+    max_snapshot_mb: int = Field(256, gt=0, description="a larger snapshot is logged as an error, MB")
     warm_start: str = Field(
         "", description="experience table (.jsonl/.csv) learned at start; empty: the shipped one; none: start cold"
     )
@@ -139,14 +176,12 @@ class AdaptorSettings(_Served):
             object.__setattr__(self, "snapshot", home / "adaptor.snapshot")
 
 
-class WorkerSettings(_Settings):
+class WorkerSettings(_Queues):
     """``nasoa-worker``: the Celery workers that fine-tune."""
 
     section: ClassVar[str] = "worker"
 
     home: Path = Field(default_factory=_default_home, description="state directory of the single-machine setup")
-    broker_url: str = Field("", description="Celery broker, e.g. amqp://guest:guest@127.0.0.1:5672// (default: embedded)")
-    queue_prefix: str = Field("nasoa", min_length=1, description="prefix of the per-device-class queues")
     adaptor_address: Address = Field("127.0.0.1:50051", description="adaptor service to report to")
     zoo_address: Address = Field("127.0.0.1:50052", description="zoo service to fetch checkpoints from")
     cache_dir: Path | None = Field(None, description="verified checkpoint cache (default: home/cache)")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ._refs import IMG_EXTENSIONS, Arrays, DatasetError, DatasetRef, _balanced_order, inside, validation_count
 
-__all__ = ["FolderScan", "folder_geometry", "load_folder_sample", "read_folder_arrays", "scan_folder"]
+__all__ = ["FolderScan", "folder_geometry", "load_folder_sample", "open_image", "read_folder_arrays", "scan_folder"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,22 @@ def scan_folder(path: str, seed: int, root: str | None) -> FolderScan:
     return FolderScan(tuple(classes), tuple(train), tuple(validation), tuple(test), layout)
 
 
+@contextlib.contextmanager
+def open_image(path: str) -> Iterator[Any]:
+    """``PIL.Image.open``, with an unreadable file as a DatasetError that names it."""
+    from PIL import Image
+
+    try:
+        im = Image.open(path)
+    except OSError as exc:  # PIL's UnidentifiedImageError, truncated or unreadable files
+        raise DatasetError(f"image {path} cannot be read ({type(exc).__name__}); remove or replace it") from None
+    with im:
+        try:
+            yield im
+        except OSError as exc:  # decoding the pixels can fail later than the header
+            raise DatasetError(f"image {path} is damaged ({exc}); remove or replace it") from None
+
+
 def read_folder_arrays(
     items: tuple[tuple[str, int], ...], size: tuple[int, int] | None, mode: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +144,7 @@ def read_folder_arrays(
 
     images = []
     for file, _ in items:
-        with Image.open(file) as im:
+        with open_image(file) as im:
             im = im.convert(mode)
             if size is not None and im.size != size:
                 im = im.resize(size, Image.Resampling.BILINEAR)
@@ -139,12 +157,10 @@ def read_folder_arrays(
 
 def folder_geometry(items: tuple[tuple[str, int], ...]) -> tuple[tuple[int, int], str]:
     """The most common image size and the colour mode ("L" if every image is grey)."""
-    from PIL import Image
-
     sizes: dict[tuple[int, int], int] = {}
     grey = True
     for file, _ in items:
-        with Image.open(file) as im:  # reads the header only
+        with open_image(file) as im:  # reads the header only
             sizes[im.size] = sizes.get(im.size, 0) + 1
             grey = grey and im.mode in ("1", "L", "I", "I;16", "F")
     size = max(sizes, key=lambda s: (sizes[s], s))

@@ -225,10 +225,10 @@ def _dataset_classes() -> dict[str, type]:
             return len(self.items)
 
         def __getitem__(self, i: int) -> tuple[Any, int]:
-            from PIL import Image
+            from ._folders import open_image
 
             path, label = self.items[i]
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 img = im.convert(self.mode)
             return self.transform(img), label
 

@@ -27,7 +27,7 @@ def rabbitmq_url() -> str:
 
 @pytest.fixture
 def queue_prefix(rabbitmq_url, monkeypatch):
-    """A queue prefix of this test's own on the shared broker; its queues are deleted after."""
+    """Queues of this test only on the shared broker (NASOA_QUEUE_PREFIX); deleted afterwards."""
     from kombu import Connection
 
     prefix = f"nasoa-test-{uuid.uuid4().hex[:8]}"
@@ -35,8 +35,19 @@ def queue_prefix(rabbitmq_url, monkeypatch):
     yield prefix
     with Connection(rabbitmq_url) as conn:
         channel = conn.channel()
-        for device in ("cpu", "cuda"):
-            channel.queue_delete(f"{prefix}.{device}")
+        for suffix in ("cpu", "cuda", "dead"):
+            channel.queue_delete(f"{prefix}.{suffix}")
+
+
+@pytest.fixture(scope="module")
+def zoo_address():
+    """The default zoo served in this process on a free port."""
+    from zoo_store import DEFAULT_ZOO_DIR, make_zoo_server
+
+    server, port = make_zoo_server(DEFAULT_ZOO_DIR, "127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(0).wait()
 
 
 @pytest.fixture(scope="session")

@@ -16,17 +16,8 @@ from adaptor_service import Adaptor
 from clients import AdaptorClient
 from clients.local_cluster import free_port, wait_serving
 from nasoa_contracts import Candidate, CurvePoint, Observation, TaskSpec
-from zoo_store import DEFAULT_ZOO_DIR, make_zoo_server
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def zoo_address():
-    server, port = make_zoo_server(DEFAULT_ZOO_DIR, "127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(0).wait()
 
 
 def _start_adaptor(home, zoo_address: str, address: str, snapshot_every: int = 10) -> subprocess.Popen[bytes]:

@@ -18,7 +18,7 @@ def load_pretrained(name: str, settings: WorkerSettings) -> torch.nn.Module:
     from zoo_store import CheckpointCache, ZooClient, create_model_from_entry, fetch_checkpoint
 
     assert settings.cache_dir is not None  # filled in by WorkerSettings
-    with make_channel(settings.zoo_address, tls_ca=settings.tls_ca) as channel:
+    with make_channel(settings.zoo_address, tls_ca=settings.tls_ca, token=settings.token) as channel:
         zoo = ZooClient(channel, timeout=settings.rpc_timeout)
         entry = zoo.get_entry(name)
         cache = CheckpointCache(settings.cache_dir / "checkpoints")

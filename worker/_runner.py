@@ -3,23 +3,60 @@
 Delivery is at least once (late ack, redelivery after a crash), so the runner first asks
 the adaptor whether the job still needs running, and the adaptor records one result per
 job id whatever happens. gRPC channels are made here, inside the (forked) worker process.
+
+The adaptor may be down for a while: every call to it is retried with backoff for
+``NASOA_ADAPTOR_RETRY_SECONDS``, and past that :class:`AdaptorUnreachable` sends the job back
+to the queue (the task rejects it) instead of acknowledging it unreported. During training,
+progress and the cancel poll go through a background thread, so an outage never stalls an
+epoch.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+import tenacity
 
 from nasoa_api.v1 import adaptor_pb2 as pb
 from nasoa_contracts import CurvePoint, Job, Observation, TrainingRegime, WorkerSettings, convert
 from worker._artifacts import artifact_reserve_seconds, keep_model, recover
 
 log = logging.getLogger("nasoa.worker")
+T = TypeVar("T")
 
 CANCEL_POLL_SECONDS = 2.0
-RESULT_RETRY_SECONDS = 600.0
+
+
+class AdaptorUnreachable(ConnectionError):
+    """The adaptor did not answer for ``NASOA_ADAPTOR_RETRY_SECONDS``: the job goes back to the queue."""
+
+
+def patiently(call: Callable[[], T], what: str, seconds: float) -> T:
+    """``call()``, retried with exponential backoff while the adaptor is unreachable or slow.
+
+    Only transport failures are retried (the calls are idempotent); past ``seconds``
+    (``NASOA_ADAPTOR_RETRY_SECONDS``) it raises :class:`AdaptorUnreachable`.
+    """
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type((ConnectionError, TimeoutError)),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
+        stop=tenacity.stop_after_delay(seconds),
+        before_sleep=lambda state: log.warning(
+            "adaptor unreachable while %s (%s): retrying", what, state.outcome.exception() if state.outcome else "?"
+        ),
+        reraise=True,
+    )
+    try:
+        return retrying(call)
+    except (ConnectionError, TimeoutError) as exc:
+        raise AdaptorUnreachable(f"the adaptor did not answer while {what}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -56,12 +93,13 @@ class JobRunner:
 
         client = AdaptorClient(self.settings.adaptor_address, token=self.settings.token, timeout=self.settings.rpc_timeout, retries=5)
         try:
-            current = client.get_job(job.job_id)
+            current = patiently(lambda: client.get_job(job.job_id), "reading the job", self.settings.adaptor_retry_seconds)
             if current.state.finished:
                 # A redelivered message for a job that is already settled: nothing to do.
                 log.info("job %s is already %s: skipped", job.job_id, current.state.value)
                 return JobOutcome(job.job_id, "skipped", 0.0, 0.0)
-            client.report_started(job.job_id, worker)
+            patiently(lambda: client.report_started(job.job_id, worker), "reporting the start",
+                      self.settings.adaptor_retry_seconds)
             start = time.monotonic()
             try:  # a job whose model an earlier delivery stored reports that result again
                 observation = recover(self.settings, job) or self._finetune(job, client, start)
@@ -111,31 +149,28 @@ class JobRunner:
         offset = time.monotonic() - start
 
         def progress(p: EpochProgress) -> None:
-            point = CurvePoint(p.epoch, p.accuracy, p.seconds + offset)
-            try:
-                client.report_progress(job.job_id, point)  # type: ignore[attr-defined]
-            except Exception as exc:  # progress is best effort; the result is not
-                log.warning("progress of job %s not delivered: %s", job.job_id, exc)
+            reporter.progress(CurvePoint(p.epoch, p.accuracy, p.seconds + offset))
 
-        last_poll = [time.monotonic()]
-
-        def should_stop() -> bool:
-            if time.monotonic() - last_poll[0] < CANCEL_POLL_SECONDS:
-                return False
-            last_poll[0] = time.monotonic()
-            try:
-                return client.get_job(job.job_id).state.value == "CANCELLED"  # type: ignore[attr-defined]
-            except Exception:
-                return False
-
+        reporter = _Reporter(client, job.job_id)
         try:
-            result = run_finetune(spec, model, progress=progress, device=device, should_stop=should_stop)
+            result = run_finetune(spec, model, progress=progress, device=device, should_stop=reporter.cancelled.is_set)
         except FinetuneCancelled:
             raise _Cancelled() from None
-        stored = keep_model(self.settings, job, model, spec, result, offset)  # save and upload, then report
-        if stored.existed:  # another delivery of this job stored its model first: report that one
-            return recover(self.settings, job, stored)  # type: ignore[return-value]
+        finally:
+            reporter.stop()
         curve = tuple(CurvePoint(p.epoch, p.accuracy, p.seconds + offset) for p in result.curve)
+        status = "deadline" if result.stopped_by_deadline else "ok"
+        message = f"{result.epochs_completed} epoch(s) on {device}; model ready in {loaded:.1f}s"
+        stored = None
+        if result.epochs_completed == 0:
+            # Nothing was measured: the adaptor records the run but does not learn from it, and
+            # there is no model worth keeping.
+            status = "incomplete"
+            message = f"no epoch completed within the budget of {job.task.budget_seconds:g}s ({message})"
+        else:
+            stored = keep_model(self.settings, job, model, spec, result, offset)  # save and upload, then report
+            if stored.existed:  # another delivery of this job stored its model first: report that one
+                return recover(self.settings, job, stored)  # type: ignore[return-value]
         return Observation(
             job_id=job.job_id,
             task=job.task,
@@ -143,29 +178,66 @@ class JobRunner:
             accuracy=result.accuracy,
             seconds=time.monotonic() - start,
             curve=curve,
-            status="deadline" if result.stopped_by_deadline else "ok",
-            message=f"{result.epochs_completed} epoch(s) on {device}; model ready in {loaded:.1f}s",
-            artifact_id=stored.artifact_id,
-            artifact_sha256=stored.sha256,
+            status=status,
+            message=message,
+            artifact_id=stored.artifact_id if stored else "",
+            artifact_sha256=stored.sha256 if stored else "",
         )
 
     def _report_result(self, client: object, observation: Observation) -> None:
-        """Deliver the result, retrying while the adaptor is unreachable: Observe is idempotent by job id.
+        """Deliver the result, retried with backoff: Observe is idempotent by job id."""
+        patiently(lambda: client.observe([observation]), "reporting the result",  # type: ignore[attr-defined]
+                  self.settings.adaptor_retry_seconds)
 
-        The channel's retry policy covers short blips; this covers an adaptor that is down for
-        minutes (a restart), for up to RESULT_RETRY_SECONDS.
-        """
-        from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential
 
-        for attempt in Retrying(
-            retry=retry_if_exception_type(ConnectionError),
-            stop=stop_after_delay(RESULT_RETRY_SECONDS),
-            wait=wait_exponential(multiplier=0.5, max=10.0),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-            reraise=True,
-        ):
-            with attempt:
-                client.observe([observation])  # type: ignore[attr-defined]
+class _Reporter:
+    """Talks to the adaptor beside the training loop, on its own thread.
+
+    Progress points are sent in order (best effort), and every ``poll_seconds`` the job is
+    read: a cancelled job sets :attr:`cancelled`, which training checks before each batch at
+    no cost. An unreachable adaptor slows only this thread.
+    """
+
+    def __init__(self, client: object, job_id: str, poll_seconds: float = CANCEL_POLL_SECONDS) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.poll_seconds = poll_seconds
+        self.cancelled = threading.Event()
+        self._points: queue.Queue[CurvePoint] = queue.Queue()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"reporter-{job_id[:12]}", daemon=True)
+        self._thread.start()
+
+    def progress(self, point: CurvePoint) -> None:
+        self._points.put(point)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Send the points still waiting (within ``timeout``) and end the thread."""
+        self._stopped.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        next_poll = time.monotonic() + self.poll_seconds
+        while True:
+            try:
+                point = self._points.get(timeout=max(0.0, min(next_poll - time.monotonic(), 0.2)))
+            except queue.Empty:
+                point = None
+            if point is not None:
+                try:
+                    self.client.report_progress(self.job_id, point)  # type: ignore[attr-defined]
+                except Exception as exc:  # progress is best effort; the result is not
+                    log.warning("progress of job %s not delivered: %s", self.job_id, exc)
+                continue
+            if self._stopped.is_set():
+                return
+            if time.monotonic() >= next_poll:
+                try:
+                    if self.client.get_job(self.job_id).state.value == "CANCELLED":  # type: ignore[attr-defined]
+                        self.cancelled.set()
+                except Exception as exc:
+                    log.debug("cancel poll of job %s failed: %s", self.job_id, exc)
+                next_poll = time.monotonic() + self.poll_seconds
 
 
 class _Cancelled(Exception):

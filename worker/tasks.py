@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 
+from celery.exceptions import Reject
 from celery.signals import worker_init
 
 from nasoa_contracts import FINETUNE_TASK
@@ -34,10 +35,18 @@ class JobFailed(Exception):
 
 @app.task(bind=True, name=FINETUNE_TASK, throws=(JobFailed,))
 def finetune(self, job: str) -> str:  # type: ignore[no-untyped-def]
-    """Fine-tune one planned job (``job`` is the Job message as JSON) and report it."""
-    from worker._runner import JobRunner
+    """Fine-tune one planned job (``job`` is the Job message as JSON) and report it.
 
-    outcome = JobRunner(settings).run_json(job, worker=self.request.hostname or "")
+    A job whose adaptor stayed unreachable goes back to the queue (rejected, not acknowledged);
+    a job that ran and failed is a FAILURE in Celery (acknowledged: it is not run again).
+    """
+    from worker._runner import AdaptorUnreachable, JobRunner
+
+    try:
+        outcome = JobRunner(settings).run_json(job, worker=self.request.hostname or "")
+    except AdaptorUnreachable as exc:
+        log.warning("job back to the queue: %s", exc)
+        raise Reject(str(exc), requeue=True) from exc
     if outcome.status == "failed":
         raise JobFailed(outcome.describe())
     return outcome.describe()

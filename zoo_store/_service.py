@@ -49,6 +49,10 @@ MAX_CHUNK_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = MAX_CHUNK_BYTES + (1 << 16)
 DEFAULT_MAX_UPLOAD_BYTES = 2 << 30
 ADMIN_METHODS = frozenset({"/nasoa.v1.ZooService/RegisterModel"})
+ARTIFACT_METHODS = frozenset(
+    f"/nasoa.v1.ArtifactService/{m}"
+    for m in ("GetUploadOffset", "UploadFile", "CommitArtifact", "GetArtifact", "DownloadFile")
+)
 
 
 def _abort_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
@@ -237,6 +241,7 @@ def make_zoo_server(
     address: str = "127.0.0.1:0",
     admin_token: str | None = None,
     *,
+    read_token: str | None = None,
     max_workers: int = 8,
     return_health: bool = False,
     artifacts: Any = None,
@@ -246,7 +251,9 @@ def make_zoo_server(
     """An unstarted gRPC server with ZooService and the health service (SERVING).
 
     ``admin_token`` defaults to ``$NASOA_ZOO_ADMIN_TOKEN``; without one, RegisterModel is
-    refused. With ``artifacts`` (an ``ArtifactStore``) it serves ArtifactService too, uploads
+    refused. ``read_token`` defaults to ``$NASOA_TOKEN`` (the services' shared token): with
+    one, every other ZooService call (ListModels, FetchCheckpoint...) needs it, health checks
+    excepted. With ``artifacts`` (an ``ArtifactStore``) it serves ArtifactService too, uploads
     guarded by ``artifact_token`` (reads as well with ``guard_artifact_reads``).
     Returns ``(server, port)``, or ``(server, port, health_servicer)`` with
     ``return_health`` (to set NOT_SERVING on shutdown).
@@ -260,6 +267,12 @@ def make_zoo_server(
     token = admin_token if admin_token is not None else (os.environ.get(ENV_ADMIN_TOKEN) or None)
     interceptors: list[grpc.ServerInterceptor] = [AdminTokenInterceptor(token)]
     message_bytes = MAX_MESSAGE_BYTES
+    read = read_token if read_token is not None else os.environ.get("NASOA_TOKEN", "")
+    if read:
+        from nasoa_contracts import TokenAuthInterceptor
+
+        # Admin calls have their own token, the artifact calls theirs (interceptors below).
+        interceptors.insert(0, TokenAuthInterceptor(read, exempt=ADMIN_METHODS | ARTIFACT_METHODS))
     if artifacts is not None:
         from zoo_store._artifact_service import ARTIFACT_CHUNK_BYTES, ArtifactTokenInterceptor
 
