@@ -72,7 +72,7 @@ class Snapshots:
             return None
         state = payload.get("state")
         if not isinstance(state, expected):
-            log.warning("snapshot %s holds a %s, not a learned state: relearning from the log",
+            log.warning("snapshot %s holds no learned state (a %s): relearning from the log",
                         self.path, type(state).__name__)
             return None
         return state

@@ -21,8 +21,12 @@ STREAM = [("builtin:digits", 8.0), ("builtin:shapes?train=600&test=200", 8.0), (
           ("builtin:shapes?train=600&test=200", 12.0)]
 
 
-def zoo_candidates(limit: int = 4) -> CandidateSpace:
-    """The default zoo's fastest CPU models with a small grid of regimes."""
+def zoo_candidates(limit: int | None = None) -> CandidateSpace:
+    """The default zoo's models (the ``limit`` fastest on the CPU) with a small grid of regimes.
+
+    The shipped experience table that warms the adaptor up names models of the whole zoo, and
+    a warm start refuses runs of models the candidate space does not have.
+    """
     import zoo_store
 
     entries = sorted((zoo_store.get_entry(n) for n in zoo_store.list_models()),

@@ -236,12 +236,19 @@ def models(
     timeout: Timeout = 30.0,
 ) -> int:
     """List the zoo's models with their sizes and measured step times."""
-    from nasoa_contracts import ClientSettings, ServiceUnavailable, list_zoo_models, load_settings, make_channel
+    from nasoa_contracts import (
+        ClientSettings,
+        ServiceTimeout,
+        ServiceUnavailable,
+        list_zoo_models,
+        load_settings,
+        make_channel,
+    )
 
     with make_channel(zoo_address) as channel:
         try:
             entries = list_zoo_models(channel, pattern, token=load_settings(ClientSettings).token, timeout=timeout)
-        except ServiceUnavailable:
+        except (ServiceUnavailable, ServiceTimeout):
             from nasoa import ServiceUnreachable
 
             raise ServiceUnreachable(

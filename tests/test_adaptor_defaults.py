@@ -101,7 +101,7 @@ def test_server_help_lists_options_and_settings():
         assert "NASOA_" in out.stdout and "python -c" not in out.stdout
     out = subprocess.run([sys.executable, "-m", "zoo_store.cli", "serve", "--help"], capture_output=True, text=True,
                          timeout=60)
-    assert "NASOA_ZOO_PORT" in out.stdout and "NASOA_REFLECTION" in out.stdout
+    assert "NASOA_ZOO_ADDRESS" in out.stdout and "NASOA_REFLECTION" in out.stdout
 
 
 def test_zoo_serves_reflection_behind_the_same_setting(tmp_path):
@@ -109,7 +109,7 @@ def test_zoo_serves_reflection_behind_the_same_setting(tmp_path):
 
     port = free_port()
     env = dict(os.environ, NASOA_REFLECTION="1", NASOA_HOME=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "zoo_store.cli", "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "zoo_store.cli", "serve", "--address", f"127.0.0.1:{port}"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_serving(f"127.0.0.1:{port}", 60, proc)

@@ -61,7 +61,7 @@ def image_folder(root, classes=("cat", "dog"), per_class=6):
         (["submit", "builtin:digits", "--budget", "30s", "--device", "gpu"], "'gpu' is not one of 'cpu', 'cuda'"),
         (["submit", "builtin:digits"], "Missing option '--budget'"),
         (["plan", "builtin:digits", "--budget", "1 fortnight"], "not a duration"),
-        (["submit", "builtin:digits", "--budget", "1ms"], "budget 0.001s is below the quickest predicted run: small"),
+        (["submit", "builtin:digits", "--budget", "1ms"], "task.budget_seconds must be between 1 and 86400 s"),
     ],
 )
 def test_user_errors_get_one_line_exit_2_and_nothing_is_queued(served, home, args, message):
@@ -211,6 +211,6 @@ def test_doctests_of_the_user_modules():
     import doctest
     import importlib
 
-    for name in ("nasoa._client", "nasoa._records", "clients._client", "adaptor_service._schedulers"):
+    for name in ("nasoa._client", "nasoa._records", "nasoa_contracts._channels", "adaptor_service._schedulers"):
         result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, name

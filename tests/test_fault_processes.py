@@ -29,7 +29,8 @@ pytestmark = pytest.mark.integration
 
 
 def _start_adaptor(home, zoo_address: str, address: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, NASOA_HOME=str(home), NASOA_ZOO_ADDRESS=zoo_address, NASOA_DISPATCH="none")
+    env = dict(os.environ, NASOA_HOME=str(home), NASOA_ZOO_ADDRESS=zoo_address, NASOA_DISPATCH="none",
+               NASOA_WARM_START="none")
     with open(home / "adaptor.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "adaptor_service.server", "--address", address],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -331,7 +331,7 @@ def test_a_wrongly_typed_snapshot_falls_back_to_the_log_with_a_warning(tmp_path,
     snapshot.write_bytes(pickle.dumps({"format": 2, "river": river.__version__, "state": ["not", "a", "state"]}))
     with caplog.at_level(logging.WARNING, logger="nasoa.adaptor"):
         again = Adaptor(SQLStore(store_url), candidate_space=tiny_space, snapshot_path=snapshot)
-    assert "holds no learned state: relearning from the log" in caplog.text
+    assert "holds no learned state (a list): relearning from the log" in caplog.text
     assert again.predict(digits_task, [job.plan.candidate]) == expected
 
 
@@ -381,4 +381,4 @@ def test_stats_answer_when_no_result_had_a_measured_time(tiny_space, digits_task
     candidate = tiny_space.candidates(digits_task)[0]
     for i in range(6):  # learned, but none with seconds > 0: the margin's quantile is empty
         adaptor.observe(Observation(f"untimed-{i}", digits_task, candidate, 50.0, 0.0))
-    assert adaptor.stats().time_margin == adaptor.default_margin
+    assert adaptor.stats().time_margin == adaptor.planner.default_margin

@@ -112,7 +112,7 @@ def tiny_space_module():
 
 def _state(adaptor: Adaptor) -> tuple[int, int, int]:
     stats = adaptor.stats()
-    return stats.jobs, stats.observations, adaptor._state.n_learned
+    return stats.jobs, stats.observations, adaptor.state.n_learned
 
 
 def _call(fn, *args):
