@@ -28,6 +28,7 @@ import river
 from river import metrics, stats
 
 from adaptor_service._candidates import CandidateSpace, CandidateTable
+from adaptor_service._hedge import BEST_PRIOR, NASOA, PolicyHedge
 from adaptor_service._known_runs import (
     KnownRuns,
     Measured,
@@ -66,7 +67,7 @@ T = TypeVar("T")
 
 __all__ = ["Adaptor", "AdaptorStats", "Dispatcher", "DispatchError"]
 
-SNAPSHOT_FORMAT = 2  # 2: the state keeps the measured runs (KnownRuns)
+SNAPSHOT_FORMAT = 3  # 2: the state keeps the measured runs (KnownRuns); 3: and the policy hedge
 
 
 class DispatchError(RuntimeError):
@@ -89,6 +90,8 @@ class AdaptorStats:
     candidates: int
     policy: str
     time_margin: float
+    hedge_policy: str = NASOA  # the policy the last plan was made with: nasoa or best-prior
+    hedge_reason: str = ""
 
 
 class _LearnedState:
@@ -98,6 +101,7 @@ class _LearnedState:
         self.accuracy = accuracy
         self.time = time_model
         self.known_runs = KnownRuns()
+        self.hedge = PolicyHedge()
         self.time_log_error_q90 = stats.Quantile(0.9)
         self.accuracy_mae = metrics.MAE()
         self.time_rel_error = stats.Mean()
@@ -239,7 +243,17 @@ class Adaptor:
         with self._lock:
             predictions = self._predict_many(task, candidates)
             scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
+            prior_rows = self._best_prior_rows(task, candidates, self.time_margin)
+            if prior_rows is not None:
+                scored = [scored[i] for i in prior_rows]
             return self.generator.choose(task, scored, self.time_margin, top_k or 5)
+
+    def _best_prior_rows(self, task: TaskSpec, candidates: Sequence[Candidate], margin: float) -> np.ndarray | None:
+        """Best-prior's candidates, when the hedge trusts it more than the predictors at this budget."""
+        hedge = self._state.hedge
+        if hedge.decide(task.budget_seconds, margin).policy != BEST_PRIOR:
+            return None
+        return hedge.best_prior_configs([(c.model, c.hparams) for c in candidates], task.budget_seconds)
 
     def _recommend_from_space(self, task: TaskSpec, models: tuple[str, ...], top_k: int) -> Plan:
         space = self.candidate_space
@@ -270,6 +284,9 @@ class Adaptor:
             margin = self.time_margin
             shortlist = space.unique_keys and type(self.generator) is OneShotGenerator
             need = _one_shot_rows(task, sec, margin, top_k or 5) if shortlist else np.arange(len(rows))
+            prior_rows = self._best_prior_rows(task, candidates.templates, margin)
+            if prior_rows is not None:
+                need, shortlist = prior_rows, False
             need, acc, acc_std = self._accuracy_of(task, candidates, rows, need)
             if measured:  # positions in the rows predicted
                 position = {int(row): i for i, row in enumerate(need)}
@@ -508,6 +525,9 @@ class Adaptor:
             state.time_rel_error.update(abs(before.seconds - obs.seconds) / obs.seconds)
             state.time_log_error_q90.update(math.log(max(obs.seconds, 1e-3) / max(before.seconds, 1e-3)))
         points = obs.curve or (CurvePoint(obs.candidate.epochs, obs.accuracy, obs.seconds),)
+        scored = self._predict_many(obs.task, [_at_epochs(obs.candidate, p.epoch) for p in points])
+        state.hedge.learn_one(obs.task.task_id or obs.task.dataset_uri, obs.candidate.model, obs.candidate.hparams,
+                              points, [(p.accuracy, p.seconds) for p in scored])
         for point in points:
             candidate = _at_epochs(obs.candidate, point.epoch)
             x = make_features(obs.task, candidate)
@@ -530,6 +550,8 @@ class Adaptor:
                 candidates=len(self.candidate_space) if self.candidate_space else 0,
                 policy=self.generator.name,
                 time_margin=self.time_margin,
+                hedge_policy=self._state.hedge.describe()[0],
+                hedge_reason=self._state.hedge.describe()[1],
             )
 
     def snapshot(self) -> None:
