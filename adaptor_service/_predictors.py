@@ -129,7 +129,7 @@ class AccuracyPredictor(_Params):
         ``BatchRefitRegressor(max_iter=200, learning_rate=0.1, growth=1.5)`` (gradient
         boosting refit each time the data grows by half, on targets restandardised at each
         refit) with a ``BayesianLinearRegression(1, 1)`` starter until its first fit (chosen
-        on the replay: docs/REPLAY.md, session 3).
+        on the replay: docs/REPLAY.md, "Measurements behind the predictors").
     normalize_by_task
         Learn ``(accuracy - task mean) / task spread`` instead of the raw accuracy.
     interactions
@@ -327,8 +327,8 @@ class TimePredictor(_Params):
         A River regressor of log seconds (cloned); ``None``:
         ``BatchRefitRegressor(max_iter=50, learning_rate=0.4, growth=2.0)`` (gradient
         boosting refit each time the data doubles) with a Bayesian linear regression starter
-        until its first fit. On the replay it is as good as 100 trees at 0.2 (docs/REPLAY.md,
-        session 3) and halves the time model's share of Recommend.
+        until its first fit. On the replay it is as good as 100 trees at 0.2 (docs/BENCHMARKS.md,
+        replay section) and halves the time model's share of Recommend.
     alpha, beta
         Prior precision and noise precision of the default's Bayesian linear starter.
     seed

@@ -1,7 +1,9 @@
 """Replay benchmark: stream (task, budget) requests over a table of past fine-tuning runs.
 
-Protocol (issue 5, docs/FINDINGS.md, docs/REPLAY.md):
+Protocol (docs/REPLAY.md):
 
+- A candidate is a (run, recorded epoch) that exists in the table: a run recorded once is one
+  candidate. A (task, budget) where no run's first recorded epoch fits is reported and left out.
 - Tasks are split into ``folds`` seeded folds. For each fold, each learning policy is
   warm-started with every run (curve sampled at epochs 1, 2, 3, 5, 8, 12, 18, 25, 35, 50) of
   the other folds' tasks; then the held-out fold's (task, budget) requests stream in, in

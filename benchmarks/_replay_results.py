@@ -235,11 +235,18 @@ class ReplayResult:
             ax.set_ylabel(f"regret to oracle, points (moving mean of {window})")
             ax.grid(alpha=0.3)
             ax.legend()
-        fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
+
+
+def save_figure(fig: object, path: str | Path) -> Path:
+    """Write a matplotlib figure as a PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()  # type: ignore[attr-defined]
+    path = Path(path)
+    fig.savefig(path, dpi=110)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return path
 
 
 def _f(value: float) -> str:

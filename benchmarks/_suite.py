@@ -28,7 +28,7 @@ import numpy as np
 from adaptor_service._experience import ExperienceRun, ExperienceTable
 from adaptor_service._types import CurvePoint
 from benchmarks._replay import DEFAULT_BUDGETS_SECONDS, load_named_table, run_replay
-from benchmarks._replay_results import ReplayResult
+from benchmarks._replay_results import ReplayResult, save_figure
 from benchmarks._synthetic import synthetic_table
 
 __all__ = ["COLLECTED_TABLE", "VARIANTS", "SuiteRow", "model_family", "run_suite", "table_budgets"]
@@ -250,8 +250,4 @@ def save_suite_png(rows: Sequence[SuiteRow], path: str | Path) -> Path:
     ax.set_title("generalisation suite: warm first-visit regret per variant")
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
