@@ -193,3 +193,10 @@ def test_adaptor_plans_with_best_prior_when_the_hedge_says_so(tiny_space, digits
     plan = adaptor.recommend(digits_task.__class__(digits_task.dataset_uri, 3600.0, digits_task.meta_features))
     assert adaptor.stats().hedge_policy == "best-prior"
     assert plan.candidate.hparams["lr"] == 0.1  # best-prior: the highest learning rate did best before
+
+
+def test_cli_suite_refuses_an_unknown_variant(capsys) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks.cli import main
+
+    assert main(["replay", "--suite", "--variants", "a-final-epoch,nope"]) == 2
+    assert "unknown suite variants ['nope']" in capsys.readouterr().err
