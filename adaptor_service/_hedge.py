@@ -61,13 +61,21 @@ class PolicyHedge:
         Budgets within this factor of each other share a decision (a budget band).
     refresh
         A band's decision is recomputed once the results learned grew by this fraction.
+    max_runs
+        The most results kept (both policies' evidence and best-prior's runs): past it, the
+        older half is dropped, so memory stays bounded.
     """
 
-    def __init__(self, k: int = 5, min_tasks: int = 3, band_ratio: float = 2.0, refresh: float = 0.1) -> None:
+    def __init__(
+        self, k: int = 5, min_tasks: int = 3, band_ratio: float = 2.0, refresh: float = 0.1, max_runs: int = 200_000
+    ) -> None:
+        if max_runs < 2:
+            raise ValueError(f"max_runs must be >= 2, got {max_runs}")
         self.k = k
         self.min_tasks = min_tasks
         self.band_ratio = band_ratio
         self.refresh = refresh
+        self.max_runs = max_runs
         self.ranker = BestPriorRanker(k)
         self._tasks: list[str] = []
         self._curves: list[tuple[CurvePoint, ...]] = []
@@ -98,6 +106,17 @@ class PolicyHedge:
         self._curves.append(tuple(curve))
         self._predicted.append(np.asarray(predicted, dtype=float).reshape(len(curve), 2))
         self.ranker.learn_run(task_id, model, hparams, curve)
+        if len(self) > self.max_runs:
+            self._drop_oldest(len(self) - self.max_runs // 2)
+
+    def _drop_oldest(self, n: int) -> None:
+        configs = self.ranker._configs[n:]
+        del self._tasks[:n], self._curves[:n], self._predicted[:n], self._neighbours[:n]
+        self._neighbours = [nb[nb >= n] - n for nb in self._neighbours]
+        self.ranker = BestPriorRanker(self.k)
+        for task, (model, hparams), curve in zip(self._tasks, configs, self._curves, strict=True):
+            self.ranker.learn_run(task, model, hparams, curve)
+        self._decisions.clear()
 
     def band(self, budget_seconds: float) -> int:
         return math.floor(math.log(max(budget_seconds, 1e-9)) / math.log(self.band_ratio))

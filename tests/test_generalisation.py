@@ -200,3 +200,13 @@ def test_cli_suite_refuses_an_unknown_variant(capsys) -> None:  # type: ignore[n
 
     assert main(["replay", "--suite", "--variants", "a-final-epoch,nope"]) == 2
     assert "unknown suite variants ['nope']" in capsys.readouterr().err
+
+
+def test_hedge_memory_is_bounded() -> None:
+    hedge = PolicyHedge(max_runs=60)
+    _feed(hedge, trust_nasoa=False, tasks=30, runs=5)  # 150 results through a hedge that keeps 60 at most
+    assert 30 <= len(hedge) <= 60 and len(hedge.ranker) == len(hedge)
+    assert all(((nb >= 0) & (nb < len(hedge))).all() for nb in hedge._neighbours)
+    assert hedge.decide(3600.0, 1.0).policy == "best-prior"
+    with pytest.raises(ValueError, match="max_runs"):
+        PolicyHedge(max_runs=1)
