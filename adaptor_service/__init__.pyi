@@ -1,5 +1,7 @@
 from ._adaptor import Adaptor as Adaptor
 from ._adaptor import AdaptorStats as AdaptorStats
+from ._best_prior import BestPriorRanker as BestPriorRanker
+from ._best_prior import HpSpace as HpSpace
 from ._candidates import CandidateSpace as CandidateSpace
 from ._candidates import ModelInfo as ModelInfo
 from ._candidates import RegimeGrid as RegimeGrid
@@ -14,6 +16,8 @@ from ._experience import runs_to_observations as runs_to_observations
 from ._experience import sample_curve as sample_curve
 from ._experience import write_csv as write_csv
 from ._experience import write_jsonl as write_jsonl
+from ._hedge import HedgeDecision as HedgeDecision
+from ._hedge import PolicyHedge as PolicyHedge
 from ._jobs import Dispatcher as Dispatcher
 from ._jobs import DispatchError as DispatchError
 from ._limits import Limits as Limits

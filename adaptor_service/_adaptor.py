@@ -20,6 +20,7 @@ from typing import Literal
 
 from adaptor_service import _validation as validation
 from adaptor_service._candidates import CandidateSpace
+from adaptor_service._hedge import NASOA
 from adaptor_service._jobs import Dispatcher, JobLifecycle
 from adaptor_service._learner import LearnedState, Learner
 from adaptor_service._limits import Limits
@@ -43,6 +44,8 @@ class AdaptorStats:
     candidates: int
     policy: str
     time_margin: float
+    hedge_policy: str = NASOA  # the policy the last plan was made with: nasoa or best-prior
+    hedge_reason: str = ""
 
 
 class Adaptor:
@@ -278,6 +281,8 @@ class Adaptor:
                 candidates=len(self.candidate_space) if self.candidate_space else 0,
                 policy=self.generator.name,
                 time_margin=self.time_margin,
+                hedge_policy=state.hedge.describe()[0],
+                hedge_reason=state.hedge.describe()[1],
             )
 
     def snapshot(self) -> None:

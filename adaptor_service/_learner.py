@@ -20,14 +20,21 @@ from typing import Literal
 
 from river import metrics, stats
 
-from adaptor_service._known_runs import KnownRuns
-from adaptor_service._predictors import AccuracyPredictor, TimePredictor, fits_outside, make_features
+from adaptor_service._hedge import PolicyHedge
+from adaptor_service._known_runs import KnownRuns, correct_accuracy, correct_seconds
+from adaptor_service._predictors import (
+    AccuracyPredictor,
+    CandidateBlock,
+    TimePredictor,
+    fits_outside,
+    make_features,
+)
 from adaptor_service._snapshots import Snapshots
 from adaptor_service._stores import JobStore
 from adaptor_service._validation import not_learned_reason
-from nasoa_contracts import Candidate, CurvePoint, Job, Observation
+from nasoa_contracts import Candidate, CurvePoint, Job, Observation, Prediction, TaskSpec
 
-__all__ = ["LearnedState", "Learner", "at_epochs", "learn_observation"]
+__all__ = ["LearnedState", "Learner", "at_epochs", "learn_observation", "predict_candidates"]
 
 log = logging.getLogger("nasoa.adaptor")
 
@@ -41,6 +48,7 @@ class LearnedState:
         self.accuracy = accuracy
         self.time = time_model
         self.known_runs = KnownRuns()
+        self.hedge = PolicyHedge()  # which policy plans better at each budget, learnt prequentially
         self.time_log_error_q90 = stats.Quantile(0.9)
         self.accuracy_mae = metrics.MAE()
         self.time_rel_error = stats.Mean()
@@ -58,6 +66,24 @@ def at_epochs(candidate: Candidate, epochs: int) -> Candidate:
     return replace(candidate, epochs=epochs, prior_seconds=prior)
 
 
+def predict_candidates(state: LearnedState, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
+    """The state's predictions for ``candidates`` (one batch call per model), measured runs corrected."""
+    rows = CandidateBlock(candidates).rows(task, [c.prior_seconds for c in candidates], candidates)
+    acc, acc_std = state.accuracy.predict_arrays(rows, same_task=True)
+    sec, sec_std = state.time.predict_arrays(rows)
+    measured = [(i, candidates[i], curve) for i, curve in state.known_runs.matches(task, candidates)]
+    if measured:
+        correct_seconds(measured, sec, sec_std)
+        correct_accuracy(measured, acc, acc_std, accuracy_at(state, task))
+    columns = (acc.tolist(), acc_std.tolist(), sec.tolist(), sec_std.tolist())
+    return [Prediction(*p) for p in zip(*columns, strict=True)]
+
+
+def accuracy_at(state: LearnedState, task: TaskSpec) -> Callable[[Candidate, int], float]:
+    """The model's accuracy of a candidate at another number of epochs."""
+    return lambda candidate, epochs: state.accuracy.predict_one(make_features(task, at_epochs(candidate, epochs)))
+
+
 def learn_observation(state: LearnedState, seq: int, obs: Observation) -> None:
     """Learn one recorded result: progressive validation first, then every curve point."""
     state.last_seq = seq
@@ -71,6 +97,10 @@ def learn_observation(state: LearnedState, seq: int, obs: Observation) -> None:
         state.time_rel_error.update(abs(seconds - obs.seconds) / obs.seconds)
         state.time_log_error_q90.update(math.log(max(obs.seconds, 1e-3) / max(seconds, 1e-3)))
     points = obs.curve or (CurvePoint(obs.candidate.epochs, obs.accuracy, obs.seconds),)
+    # The hedge scores both policies on this result before the models learn it (prequential).
+    scored = predict_candidates(state, obs.task, [at_epochs(obs.candidate, p.epoch) for p in points])
+    state.hedge.learn_one(obs.task.task_id or obs.task.dataset_uri, obs.candidate.model, obs.candidate.hparams,
+                          points, [(p.accuracy, p.seconds) for p in scored])
     for point in points:
         x = make_features(obs.task, at_epochs(obs.candidate, point.epoch))
         state.accuracy.learn_one(x, point.accuracy)

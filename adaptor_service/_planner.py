@@ -16,8 +16,9 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from adaptor_service._candidates import CandidateSpace, CandidateTable
+from adaptor_service._hedge import BEST_PRIOR
 from adaptor_service._known_runs import Measured, RunKey, correct_accuracy, correct_seconds, rows_by_run
-from adaptor_service._learner import Learner, at_epochs
+from adaptor_service._learner import Learner, accuracy_at, predict_candidates
 from adaptor_service._predictors import CandidateBlock, FeatureRows, make_features
 from adaptor_service._schedulers import ScheduleGenerator, ScoredCandidate
 from nasoa_contracts import Candidate, InvalidArgument, NotFound, Plan, Prediction, TaskSpec
@@ -65,16 +66,14 @@ class Planner:
     def predict(self, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
         """Predictions for ``candidates`` (one batch call per predictor), measured runs corrected."""
         with self.learner.lock:
-            state = self.learner.state
-            rows = CandidateBlock(candidates).rows(task, [c.prior_seconds for c in candidates], candidates)
-            acc, acc_std = state.accuracy.predict_arrays(rows, same_task=True)
-            sec, sec_std = state.time.predict_arrays(rows)
-            measured = self._measured(task, candidates)
-            if measured:
-                correct_seconds(measured, sec, sec_std)
-                correct_accuracy(measured, acc, acc_std, self._accuracy_at(task))
-        columns = (acc.tolist(), acc_std.tolist(), sec.tolist(), sec_std.tolist())
-        return [Prediction(*p) for p in zip(*columns, strict=True)]
+            return predict_candidates(self.learner.state, task, candidates)
+
+    def _best_prior_rows(self, task: TaskSpec, candidates: Sequence[Candidate], margin: float) -> np.ndarray | None:
+        """Best-prior's candidates, when the hedge trusts it more than the predictors at this budget."""
+        hedge = self.learner.state.hedge
+        if hedge.decide(task.budget_seconds, margin).policy != BEST_PRIOR:
+            return None
+        return hedge.best_prior_configs([(c.model, c.hparams) for c in candidates], task.budget_seconds)
 
     def recommend(
         self,
@@ -100,6 +99,9 @@ class Planner:
         with self.learner.lock:
             predictions = self.predict(task, candidates)
             scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
+            prior_rows = self._best_prior_rows(task, candidates, self.time_margin)
+            if prior_rows is not None:
+                scored = [scored[i] for i in prior_rows]
             return self.generator.choose(task, scored, self.time_margin, top_k or 5)
 
     def _measured(
@@ -111,8 +113,7 @@ class Planner:
 
     def _accuracy_at(self, task: TaskSpec) -> Callable[[Candidate, int], float]:
         """The model's accuracy of a candidate at another number of epochs."""
-        accuracy = self.learner.state.accuracy
-        return lambda candidate, epochs: accuracy.predict_one(make_features(task, at_epochs(candidate, epochs)))
+        return accuracy_at(self.learner.state, task)
 
     def _task_rows(self, task: TaskSpec, models: tuple[str, ...]) -> tuple[CandidateTable, FeatureRows]:
         """The task's candidates and their feature rows, cached: features do not depend on the budget."""
@@ -150,6 +151,9 @@ class Planner:
             # The shortlist hooks need candidates that differ in their keys (a grid may repeat a value).
             hooks = space.unique_keys
             need = generator.rows_to_score(task, sec, margin, top_k) if hooks else None
+            prior_rows = self._best_prior_rows(task, candidates.templates, margin)
+            if prior_rows is not None:  # the hedge plans with best-prior: its rows, no shortlist
+                need, hooks = prior_rows, False
             need, acc, acc_std = self._accuracy_of(task, candidates, rows, need)
             if measured:  # positions in the rows predicted
                 position = {int(row): i for i, row in enumerate(need)}

@@ -201,6 +201,8 @@ class AdaptorServicer(pb_grpc.AdaptorServiceServicer):
             candidates=s.candidates,
             policy=s.policy,
             time_margin=s.time_margin,
+            hedge_policy=s.hedge_policy,
+            hedge_reason=s.hedge_reason,
         )
 
 

@@ -83,8 +83,15 @@ def collect_experience(
             runs.append(ExperienceRun(dataset, f"run{i:03d}", candidate.model, meta, dict(hp), curve))
             progress(f"{dataset} {i + 1}/{runs_per_dataset}: {candidate.describe()} -> "
                      f"{curve[-1].accuracy:.1f}% in {time.monotonic() - began:.1f}s")
+            _write(runs, out_path)  # after every run: a long collection that stops keeps what it measured
+    return _write(runs, out_path)
+
+
+def _write(runs: list[ExperienceRun], out_path: str | Path) -> ExperienceTable:
     table = ExperienceTable(tuple(runs), name=str(out_path))
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    (write_csv if out.suffix == ".csv" else write_jsonl)(table, out)
+    partial = out.with_name(out.name + ".partial")
+    (write_csv if out.suffix == ".csv" else write_jsonl)(table, partial)
+    partial.replace(out)  # atomic: a reader never sees a half-written table
     return table

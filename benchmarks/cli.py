@@ -56,17 +56,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from benchmarks._replay import run_replay
     from nasoa import parse_duration
 
+    if args.suite:
+        return _replay_suite(args)
     budgets = [parse_duration(b) for b in args.budgets.split(",") if b.strip()]
     if not budgets:
         raise ValueError("--budgets needs at least one budget, e.g. 0.5h,1h")
     log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     result = run_replay(
-        args.table, budgets, orders=args.orders, seed=args.seed, folds=args.folds,
+        args.table, budgets, orders=args.orders or 3, seed=args.seed, folds=args.folds,
         cold_start=not args.no_cold_start, png_path=args.png, progress=log,
     )  # fmt: skip
     print(result.to_json() if args.json else result.format_table())
     if args.png and not args.json:
         print(f"\nregret along the stream: {args.png}")
+    return 0
+
+
+def _replay_suite(args: argparse.Namespace) -> int:
+    from benchmarks._suite import _json_row, format_suite, run_suite
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    log = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    rows = run_suite(variants, orders=args.orders or 1, seed=args.seed, folds=args.folds, out_dir=args.out,
+                     progress=log)
+    if args.json:
+        print("\n".join(json.dumps(_json_row(r)) for r in rows))
+    else:
+        print(format_suite(rows))
+        if args.out:
+            print(f"\nper-variant tables, suite.jsonl and suite.png in {args.out}")
     return 0
 
 
@@ -169,11 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", default="quicktune-extended",
                    help="experience table (.csv/.jsonl), a QuickTune folder, or quicktune-extended")
     p.add_argument("--budgets", default="0.5h,1h,4h,16h")
-    p.add_argument("--orders", type=int, default=3, help="shuffled orders of the request stream")
+    p.add_argument("--orders", type=int, default=None,
+                   help="shuffled orders of the request stream (default 3; 1 with --suite)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--no-cold-start", action="store_true", help="skip the cold-start stream")
     p.add_argument("--png", default="replay_regret.png", help="where to draw regret along the stream")
+    p.add_argument("--suite", action="store_true",
+                   help="the generalisation suite: one replay per variant (QuickTune transformed, collected, synthetic)")
+    p.add_argument("--variants", default="", help="with --suite: a comma-separated subset of the variants")
+    p.add_argument("--out", default="", help="with --suite: folder for per-variant tables, suite.jsonl, suite.png")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
 

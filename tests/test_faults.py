@@ -28,6 +28,7 @@ from adaptor_service import (
     warm_start_from_file,
 )
 from adaptor_service._jobs import NOT_QUEUED
+from adaptor_service._snapshots import SNAPSHOT_FORMAT
 from nasoa_api.v1 import adaptor_pb2 as pb
 from nasoa_api.v1 import adaptor_pb2_grpc as pb_grpc
 from nasoa_contracts import Job, JobState, Observation, TaskSpec
@@ -328,7 +329,7 @@ def test_a_wrongly_typed_snapshot_falls_back_to_the_log_with_a_warning(tmp_path,
     first.observe(Observation(job.job_id, job.task, job.plan.candidate, 66.0, 8.0))
     expected = first.predict(digits_task, [job.plan.candidate])
     snapshot = tmp_path / "adaptor.snapshot"
-    snapshot.write_bytes(pickle.dumps({"format": 2, "river": river.__version__, "state": ["not", "a", "state"]}))
+    snapshot.write_bytes(pickle.dumps({"format": SNAPSHOT_FORMAT, "river": river.__version__, "state": ["not", "a", "state"]}))
     with caplog.at_level(logging.WARNING, logger="nasoa.adaptor"):
         again = Adaptor(SQLStore(store_url), candidate_space=tiny_space, snapshot_path=snapshot)
     assert "holds no learned state (a list): relearning from the log" in caplog.text

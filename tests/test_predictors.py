@@ -1,13 +1,13 @@
-"""Common checks over every predictor configuration, and small learning tests that can fail.
+"""Common checks over every River-shaped estimator, and small learning tests that can fail.
 
-River runs the same checks on each of its estimators (clone, repr, pickling, seeding); we
-add the one it lacks: after a pickle round trip, the predictions are equal.
+River's own estimator checks (``river.checks.yield_checks``: clone, repr, pickling, seeding,
+shuffled, emerging and disappearing features, ...) run on each estimator configuration, with
+the one check River lacks: after a pickle round trip, the predictions are equal.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import pickle
 import random
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from river import linear_model
+from river import base, checks, linear_model
 
 from adaptor_service._predictors import (
     AccuracyPredictor,
@@ -84,41 +84,47 @@ def samples() -> list[tuple[dict[str, float], float, float]]:
     return _samples(120)
 
 
-@pytest.mark.parametrize("name", sorted(PREDICTORS))
-def test_init_arguments_are_stored_as_is(name: str) -> None:
-    predictor = PREDICTORS[name]()
-    for param in inspect.signature(type(predictor).__init__).parameters:
-        if param != "self":
-            assert hasattr(predictor, param), f"{name}: init argument {param!r} is not stored"
-    if getattr(predictor, "regressor", None) is not None:
-        assert predictor._model is not predictor.regressor  # cloned, never modified
+#: Every River-shaped estimator we have, in each configuration its ``_unit_test_params`` names
+#: (River's convention: small models, so the checks are quick).
+ESTIMATORS: dict[str, Callable[[], base.Regressor]] = {
+    f"{cls.__name__}-{i}": (lambda cls=cls, params=params: cls(**params))
+    for cls in (BatchRefitRegressor, AccuracyPredictor, TimePredictor)
+    for i, params in enumerate(cls._unit_test_params())
+}
 
 
-@pytest.mark.parametrize("name", sorted(PREDICTORS))
-def test_clone_and_repr(name: str, samples: list) -> None:
-    predictor = PREDICTORS[name]()
-    _learn(predictor, samples)
-    fresh = predictor.clone()
-    assert type(fresh) is type(predictor)
-    assert repr(fresh) == repr(predictor)
-    assert repr(predictor).startswith(type(predictor).__name__ + "(")
-    x = samples[0][0]
-    assert fresh.predict_dist(x) == PREDICTORS[name]().predict_dist(x)  # unfitted, like new
-
-
-@pytest.mark.parametrize("name", sorted(PREDICTORS))
-def test_pickle_round_trip_gives_equal_predictions(name: str, samples: list) -> None:
-    predictor = PREDICTORS[name]()
-    _learn(predictor, samples)
-    twin = pickle.loads(pickle.dumps(predictor))
+def check_pickle_round_trip_gives_equal_predictions(model: base.Regressor) -> None:
+    """The check River lacks: a pickled and restored model predicts, and goes on learning, the same."""
+    samples = _samples(120)
+    target = 2 if isinstance(model, TimePredictor) else 1
+    for sample in samples:
+        model.learn_one(sample[0], sample[target])
+    twin = pickle.loads(pickle.dumps(model))
     xs = [x for x, _, _ in samples[:40]]
-    assert twin.predict_many(xs) == predictor.predict_many(xs)
-    assert [twin.predict_dist(x) for x in xs] == [predictor.predict_dist(x) for x in xs]
-    # and both keep learning the same way
-    more = _samples(40, seed=9)
-    _learn(predictor, more)
-    _learn(twin, more)
-    assert twin.predict_many(xs) == predictor.predict_many(xs)
+    assert [twin.predict_one(x) for x in xs] == [model.predict_one(x) for x in xs]
+    for sample in _samples(40, seed=9):
+        model.learn_one(sample[0], sample[target])
+        twin.learn_one(sample[0], sample[target])
+    assert [twin.predict_one(x) for x in xs] == [model.predict_one(x) for x in xs]
+
+
+def _checks(make: Callable[[], base.Regressor]) -> list[Callable[[base.Regressor], None]]:
+    model = make()
+    river_checks = [c for c in checks.yield_checks(model) if c.__name__ not in model._unit_test_skips()]
+    return [*river_checks, check_pickle_round_trip_gives_equal_predictions]
+
+
+@pytest.mark.parametrize(
+    ("make", "check"),
+    [pytest.param(make, check, id=f"{name}-{check.__name__}")
+     for name, make in sorted(ESTIMATORS.items()) for check in _checks(make)]
+    # and the service's own configurations (default sizes) against the check River lacks
+    + [pytest.param(make, check_pickle_round_trip_gives_equal_predictions, id=f"{name}-pickle-predictions")
+       for name, make in sorted(PREDICTORS.items())],
+)
+def test_estimator_checks(make: Callable[[], base.Regressor], check: Callable[[base.Regressor], None]) -> None:
+    """River's own estimator checks (clone, repr, pickling, shuffled and emerging features, ...) and ours."""
+    check(make())
 
 
 @pytest.mark.parametrize("name", sorted(PREDICTORS))

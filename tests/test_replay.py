@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import pickle
 from pathlib import Path
 
 import pytest
@@ -147,32 +146,6 @@ def _stream(n: int = 60) -> list[tuple[dict[str, float], float, float]]:
         secs = 10.0 * cand.epochs * (2 if cand.model == "b" else 1)
         out.append((x, float(acc), secs))
     return out
-
-
-PREDICTORS = [AccuracyPredictor, TimePredictor]
-
-
-@pytest.mark.parametrize("cls", PREDICTORS)
-def test_predictor_pickle_round_trip_gives_equal_predictions(cls) -> None:  # type: ignore[no-untyped-def]
-    model = cls(seed=1)
-    data = _stream()
-    for x, acc, secs in data:
-        model.learn_one(x, acc if cls is AccuracyPredictor else secs)
-    twin = pickle.loads(pickle.dumps(model))
-    for x, _, _ in data[:10]:
-        assert twin.predict_dist(x) == model.predict_dist(x)
-        assert twin.predict_one(x) == model.predict_one(x)
-    assert twin.predict_many([x for x, _, _ in data[:3]]) == model.predict_many([x for x, _, _ in data[:3]])
-
-
-@pytest.mark.parametrize("cls", PREDICTORS)
-def test_predictor_init_arguments_are_stored(cls) -> None:  # type: ignore[no-untyped-def]
-    import inspect
-
-    model = cls(seed=7)
-    for name in inspect.signature(cls).parameters:
-        assert hasattr(model, name), name
-    assert model.seed == 7
 
 
 def test_time_predictor_learns_log_linear_time() -> None:

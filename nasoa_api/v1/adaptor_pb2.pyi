@@ -280,7 +280,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("observations", "jobs", "jobs_by_state", "accuracy_mae", "time_relative_error", "candidates", "policy", "time_margin")
+    __slots__ = ("observations", "jobs", "jobs_by_state", "accuracy_mae", "time_relative_error", "candidates", "policy", "time_margin", "hedge_policy", "hedge_reason")
     class JobsByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -296,6 +296,8 @@ class Stats(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     TIME_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    HEDGE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    HEDGE_REASON_FIELD_NUMBER: _ClassVar[int]
     observations: int
     jobs: int
     jobs_by_state: _containers.ScalarMap[str, int]
@@ -304,4 +306,6 @@ class Stats(_message.Message):
     candidates: int
     policy: str
     time_margin: float
-    def __init__(self, observations: _Optional[int] = ..., jobs: _Optional[int] = ..., jobs_by_state: _Optional[_Mapping[str, int]] = ..., accuracy_mae: _Optional[float] = ..., time_relative_error: _Optional[float] = ..., candidates: _Optional[int] = ..., policy: _Optional[str] = ..., time_margin: _Optional[float] = ...) -> None: ...
+    hedge_policy: str
+    hedge_reason: str
+    def __init__(self, observations: _Optional[int] = ..., jobs: _Optional[int] = ..., jobs_by_state: _Optional[_Mapping[str, int]] = ..., accuracy_mae: _Optional[float] = ..., time_relative_error: _Optional[float] = ..., candidates: _Optional[int] = ..., policy: _Optional[str] = ..., time_margin: _Optional[float] = ..., hedge_policy: _Optional[str] = ..., hedge_reason: _Optional[str] = ...) -> None: ...
