@@ -2,6 +2,7 @@ from ._adaptor import Adaptor as Adaptor
 from ._adaptor import AdaptorStats as AdaptorStats
 from ._best_prior import BestPriorRanker as BestPriorRanker
 from ._best_prior import HpSpace as HpSpace
+from ._candidates import DEFAULT_SPACE_FILE as DEFAULT_SPACE_FILE
 from ._candidates import CandidateSpace as CandidateSpace
 from ._candidates import ModelInfo as ModelInfo
 from ._candidates import RegimeGrid as RegimeGrid
@@ -22,6 +23,7 @@ from ._jobs import Dispatcher as Dispatcher
 from ._jobs import DispatchError as DispatchError
 from ._limits import Limits as Limits
 from ._predictors import AccuracyPredictor as AccuracyPredictor
+from ._predictors import BatchRefitRegressor as BatchRefitRegressor
 from ._predictors import TimePredictor as TimePredictor
 from ._predictors import make_features as make_features
 from ._reconciler import Reconciler as Reconciler

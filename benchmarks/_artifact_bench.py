@@ -117,8 +117,7 @@ def _job_overheads(
     folder: Path, address: str, models: list[str], epochs: int, log: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     from nasoa_contracts import Candidate, Job, Plan, Prediction, TaskSpec, WorkerSettings
-    from worker._artifacts import keep_model, recover
-    from worker._finetune import FinetuneSpec, run_finetune
+    from worker import FinetuneSpec, keep_model, recover, run_finetune
     from zoo_store import create_model
 
     settings = WorkerSettings(zoo_address=address, cache_dir=folder / "cache", device="cpu", token="", rpc_timeout=60.0)

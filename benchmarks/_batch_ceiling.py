@@ -46,8 +46,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from adaptor_service._experience import CURVE_SAMPLE_EPOCHS, ExperienceRun, ExperienceTable, sample_curve
-from adaptor_service._predictors import make_features
+from adaptor_service import CURVE_SAMPLE_EPOCHS, ExperienceRun, ExperienceTable, make_features, sample_curve
 from benchmarks._replay import DEFAULT_BUDGETS_SECONDS, _split_folds, load_named_table
 
 __all__ = ["MODES", "first_visit_regret", "similarity_weights"]

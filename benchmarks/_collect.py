@@ -13,8 +13,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from adaptor_service._candidates import CandidateSpace, ModelInfo, RegimeGrid
-from adaptor_service._experience import ExperienceRun, ExperienceTable, write_csv, write_jsonl
+from adaptor_service import (
+    CandidateSpace,
+    ExperienceRun,
+    ExperienceTable,
+    ModelInfo,
+    RegimeGrid,
+    write_csv,
+    write_jsonl,
+)
 from nasoa_contracts import CurvePoint, TaskSpec
 
 # Past jobs: other subsets (sizes, seeds) of the built-in sources than the demo's tasks.
@@ -53,7 +60,7 @@ def collect_experience(
     import torch
 
     from nasoa_data import compute_meta_features
-    from worker._finetune import FinetuneSpec, run_finetune
+    from worker import FinetuneSpec, run_finetune
     from zoo_store import DEFAULT_ZOO_DIR, ZooStore
 
     torch.set_num_threads(1)

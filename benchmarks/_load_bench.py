@@ -105,8 +105,7 @@ def run_load_benchmark(
     from clients import AdaptorClient
     from clients.local_cluster import free_port, wait_serving
     from nasoa_contracts import Observation
-    from zoo_store import DEFAULT_ZOO_DIR
-    from zoo_store._service import make_zoo_server
+    from zoo_store import DEFAULT_ZOO_DIR, make_zoo_server
 
     tasks = _tasks()
     zoo, zoo_port = make_zoo_server(DEFAULT_ZOO_DIR, "127.0.0.1:0")
@@ -263,13 +262,11 @@ def run_restart_benchmark(observations: int = 100_000, progress: Callable[[str],
     """
     import psutil
 
-    from adaptor_service import Adaptor, CandidateSpace, RegimeGrid, open_store
-    from adaptor_service._candidates import DEFAULT_SPACE_FILE
+    from adaptor_service import DEFAULT_SPACE_FILE, Adaptor, CandidateSpace, RegimeGrid, open_store
     from adaptor_service.server import models_from_zoo
     from clients.local_cluster import free_port, wait_serving
     from nasoa_contracts import Observation
-    from zoo_store import DEFAULT_ZOO_DIR
-    from zoo_store._service import make_zoo_server
+    from zoo_store import DEFAULT_ZOO_DIR, make_zoo_server
 
     tasks = _tasks()
     zoo, zoo_port = make_zoo_server(DEFAULT_ZOO_DIR, "127.0.0.1:0")

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from adaptor_service import BestPriorRanker, HpSpace
-from adaptor_service._experience import (
+from adaptor_service import (
     CURVE_SAMPLE_EPOCHS,
+    BestPriorRanker,
     ExperienceRun,
+    HpSpace,
     runs_to_observations,
     sample_curve,
 )
@@ -271,9 +272,12 @@ def default_adaptor_factory(seed: int = 0) -> Callable[[Path | None], Any]:
     """``Adaptor.in_memory`` with the one-shot generator and the default predictors."""
 
     def make(snapshot_path: Path | None) -> Any:
-        from adaptor_service._adaptor import Adaptor  # lazy: the service is heavy
-        from adaptor_service._predictors import AccuracyPredictor, TimePredictor
-        from adaptor_service._schedulers import OneShotGenerator
+        from adaptor_service import (
+            AccuracyPredictor,
+            Adaptor,  # lazy: the service is heavy
+            OneShotGenerator,
+            TimePredictor,
+        )
 
         return Adaptor.in_memory(
             generator=OneShotGenerator(seed=seed),

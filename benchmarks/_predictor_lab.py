@@ -32,12 +32,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from river import linear_model, stats
 
-from adaptor_service._experience import CURVE_SAMPLE_EPOCHS, ExperienceRun, ExperienceTable, sample_curve
-from adaptor_service._predictors import (
+from adaptor_service import (
+    CURVE_SAMPLE_EPOCHS,
     AccuracyPredictor,
     BatchRefitRegressor,
+    ExperienceRun,
+    ExperienceTable,
     TimePredictor,
     make_features,
+    sample_curve,
 )
 from benchmarks._replay import DEFAULT_BUDGETS_SECONDS, _split_folds, load_named_table
 from nasoa_contracts import Candidate, TaskSpec

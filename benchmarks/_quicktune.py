@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from adaptor_service._experience import ExperienceRun, ExperienceTable, parse_hparam
+from adaptor_service import ExperienceRun, ExperienceTable, parse_hparam
 from nasoa_contracts import CurvePoint, HParamValue
 
 __all__ = ["DEFAULT_QUICKTUNE_DIR", "META_FEATURE_NAMES", "load_quicktune"]

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from adaptor_service._experience import ExperienceRun, ExperienceTable, read_table, sample_curve
+from adaptor_service import ExperienceRun, ExperienceTable, read_table, sample_curve
 from benchmarks._policies import (
     BestPriorPolicy,
     HpSpace,

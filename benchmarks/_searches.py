@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adaptor_service import HpSpace
-from adaptor_service._experience import ExperienceRun
+from adaptor_service import ExperienceRun, HpSpace
 
 __all__ = ["AnytimeSearch", "HyperbandSearch", "TPESearch", "Trajectory"]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptor_service._experience import ExperienceRun, ExperienceTable
+from adaptor_service import ExperienceRun, ExperienceTable
 from benchmarks._replay import DEFAULT_BUDGETS_SECONDS, load_named_table, run_replay
 from benchmarks._replay_results import ReplayResult, save_figure
 from benchmarks._synthetic import synthetic_table

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 
-from adaptor_service._experience import ExperienceRun, ExperienceTable
+from adaptor_service import ExperienceRun, ExperienceTable
 from nasoa_contracts import CurvePoint
 
 __all__ = ["synthetic_table"]

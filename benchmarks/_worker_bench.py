@@ -55,7 +55,7 @@ def _model(name: str) -> object:
 
 def _worker_run(epochs: int, deadline: float, model_name: str = MODEL) -> tuple[float, int, float]:
     """(seconds, images trained, seconds in training) of run_finetune, as a worker runs it."""
-    from worker._finetune import FinetuneSpec, run_finetune
+    from worker import FinetuneSpec, run_finetune
 
     start = time.monotonic()
     model = _model(model_name)

@@ -1,3 +1,5 @@
+from ._artifacts import keep_model as keep_model
+from ._artifacts import recover as recover
 from ._finetune import EpochProgress as EpochProgress
 from ._finetune import FinetuneCancelled as FinetuneCancelled
 from ._finetune import FinetuneResult as FinetuneResult
