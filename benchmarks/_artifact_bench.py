@@ -50,7 +50,7 @@ def _start_store(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "NASOA_ARTIFACT_DIR": str(folder / "store"), "NASOA_ARTIFACT_TOKEN": TOKEN,
            "NASOA_ARTIFACT_MIN_FREE_BYTES": "0", "NASOA_HOME": str(folder / "home")}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "zoo_store.cli", "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "zoo_store.cli", "serve", "--address", f"127.0.0.1:{port}"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
     address = f"127.0.0.1:{port}"
     try:

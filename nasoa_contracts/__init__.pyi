@@ -1,6 +1,7 @@
 from . import convert as convert
 from ._auth import PUBLIC_METHODS as PUBLIC_METHODS
 from ._auth import TokenAuthInterceptor as TokenAuthInterceptor
+from ._auth import abort_handler as abort_handler
 from ._broker import EMBEDDED_BROKER_URL as EMBEDDED_BROKER_URL
 from ._broker import QueueTopology as QueueTopology
 from ._broker import broker_transport_options as broker_transport_options

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-__all__ = ["PUBLIC_METHODS", "TokenAuthInterceptor"]
+__all__ = ["PUBLIC_METHODS", "TokenAuthInterceptor", "abort_handler"]
 
 # Health checks must work for load balancers that hold no token.
 PUBLIC_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
@@ -37,12 +37,14 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
             return continuation(handler_call_details)
         handler = continuation(handler_call_details)
         message = "missing token" if not given else "wrong token"
-        return _deny(handler, f"{message}: set NASOA_TOKEN to the service's token")
+        return abort_handler(handler, grpc.StatusCode.UNAUTHENTICATED, f"{message}: set NASOA_TOKEN to the service's token")
 
 
-def _deny(handler: Any, message: str) -> grpc.RpcMethodHandler:
+def abort_handler(handler: Any, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` (None: unary) that only aborts with ``code``."""
+
     def abort(_request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        context.abort(code, details)
 
     if handler is None:
         return grpc.unary_unary_rpc_method_handler(abort)

@@ -15,6 +15,7 @@ import grpc
 
 from nasoa_api.v1 import artifact_pb2 as apb
 from nasoa_api.v1 import artifact_pb2_grpc
+from nasoa_contracts import abort_handler
 from zoo_store._artifacts import (
     ArtifactError,
     ArtifactFile,
@@ -24,7 +25,7 @@ from zoo_store._artifacts import (
     OffsetMismatch,
     StoreFull,
 )
-from zoo_store._service import _abort_handler, bearer_matches
+from zoo_store._service import bearer_matches
 
 __all__ = ["ARTIFACT_CHUNK_BYTES", "ArtifactServicer", "ArtifactTokenInterceptor", "record_to_pb"]
 
@@ -56,7 +57,7 @@ class ArtifactTokenInterceptor(grpc.ServerInterceptor):
             return handler
         given = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
         what = "upload" if handler_call_details.method in UPLOAD_METHODS else "read"
-        return _abort_handler(
+        return abort_handler(
             handler,
             grpc.StatusCode.UNAUTHENTICATED,
             f"{'missing' if not given else 'wrong'} artifact token for this {what}: set NASOA_ARTIFACT_TOKEN "

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from nasoa_api.v1 import zoo_pb2, zoo_pb2_grpc
+from nasoa_contracts import abort_handler
 from zoo_store._checkpoints import (
     ChecksumMismatch,
     InvalidCheckpointError,
@@ -55,19 +56,6 @@ ARTIFACT_METHODS = frozenset(
 )
 
 
-def _abort_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
-    def abort(_request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(code, details)
-
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(abort)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(abort)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(abort)
-    return grpc.unary_unary_rpc_method_handler(abort)
-
-
 def bearer_matches(handler_call_details: grpc.HandlerCallDetails, token: str) -> bool:
     """Whether the call carries ``authorization: Bearer <token>`` (compared in constant time)."""
     given = str(dict(handler_call_details.invocation_metadata or ()).get("authorization", ""))
@@ -95,13 +83,13 @@ class AdminTokenInterceptor(grpc.ServerInterceptor):
         if handler is None or handler_call_details.method not in self._methods:
             return handler
         if self._token is None:
-            return _abort_handler(
+            return abort_handler(
                 handler,
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"registering models is disabled on this zoo server: start it with ${ENV_ADMIN_TOKEN} set",
             )
         if not bearer_matches(handler_call_details, self._token):
-            return _abort_handler(
+            return abort_handler(
                 handler,
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing or wrong admin token: send metadata 'authorization: Bearer <token>'",
