@@ -96,10 +96,10 @@ class ArtifactClient:
 
     def __init__(self, address: str | None = None, token: str | None = None, timeout: float = 60.0,
                  attempts: int = 5) -> None:  # fmt: skip
-        from nasoa_contracts import make_channel
+        from nasoa_contracts import ClientSettings, load_settings, make_channel
         from zoo_store import artifact_token
 
-        self.address = address or os.environ.get("NASOA_ZOO_ADDRESS", "127.0.0.1:50052")
+        self.address = address or load_settings(ClientSettings).zoo_address
         token = artifact_token() if token is None else token
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout

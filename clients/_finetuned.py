@@ -155,7 +155,9 @@ def load_finetuned(path_or_job: str | os.PathLike[str], *, device: str = "cpu", 
         from clients._artifacts import _safe_folder_name, download_job
 
         job_id = str(path_or_job)
-        home = Path(os.environ.get("NASOA_HOME", Path.home() / ".nasoa")).expanduser()
+        from nasoa_contracts import ClientSettings, load_settings
+
+        home = load_settings(ClientSettings).home
         target = Path(cache_dir) if cache_dir else home / "models" / _safe_folder_name(job_id)
         folder = download_job(job_id, target, adaptor_address=adaptor_address, zoo_address=zoo_address,
                               progress=False)  # fmt: skip

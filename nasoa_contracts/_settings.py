@@ -210,6 +210,17 @@ class ZooSettings(_Served):
     zoo_dir: Path | None = Field(None, description="zoo store directory (default: the shipped default zoo)")
     zoo_admin_token: str = Field("", description="token that RegisterModel needs (unset: registering is off)", repr=False)
     grace_seconds: float = Field(5.0, gt=0, description="SIGTERM grace period for in-flight calls")
+    artifact_dir: Path | None = Field(
+        None, description="the fine-tuned models (default: zoo_dir/artifacts, or home/artifacts beside the packaged zoo)"
+    )
+    artifact_token: str = Field(
+        "", description="token uploads need, and then reads too (default: NASOA_TOKEN, else a token file in home)", repr=False
+    )
+    artifact_max_upload_bytes: int = Field(2 << 30, ge=0, description="largest upload")
+    artifact_max_count: int = Field(0, ge=0, description="artifacts kept at most, oldest deleted first (0: no cap)")
+    artifact_max_bytes: int = Field(20 << 30, ge=0, description="bytes kept at most, oldest deleted first (0: no cap)")
+    artifact_min_age: float = Field(86_400.0, ge=0, description="seconds a job's artifact is kept whatever the caps")
+    artifact_min_free_bytes: int = Field(256 << 20, ge=0, description="free disk an upload must leave, else RESOURCE_EXHAUSTED")
 
 
 class ClientSettings(_Settings):
@@ -238,6 +249,7 @@ class DataSettings(_Settings):
     fashion_mnist_dir: Path = Field(
         Path("/usr/share/datasets/fashion-mnist"), description="Fashion-MNIST IDX files (Debian dataset-fashion-mnist)"
     )
+    cache_dir: Path | None = Field(None, description="computed meta-features are cached in its meta/ (default: ~/.cache/nasoa)")
 
 
 def load_settings(cls: type[_S], **overrides: Any) -> _S:

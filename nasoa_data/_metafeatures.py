@@ -90,8 +90,10 @@ class MetaFeatures:
 
 def default_cache_dir() -> Path:
     """``$NASOA_CACHE_DIR/meta``, else ``~/.cache/nasoa/meta``."""
-    base = os.environ.get("NASOA_CACHE_DIR", "")
-    return (Path(base) if base else Path.home() / ".cache" / "nasoa") / "meta"
+    from nasoa_contracts import DataSettings, load_settings
+
+    base = load_settings(DataSettings).cache_dir
+    return (base if base else Path.home() / ".cache" / "nasoa") / "meta"
 
 
 def compute_meta_features(

@@ -188,7 +188,9 @@ def _balanced_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _fashion_dir() -> str:
-    return os.environ.get("NASOA_FASHION_MNIST_DIR", "") or FASHION_MNIST_DIR
+    from nasoa_contracts import DataSettings, load_settings
+
+    return str(load_settings(DataSettings).fashion_mnist_dir)
 
 
 _FASHION_FILES = (

@@ -113,8 +113,10 @@ def _resolve_builtin(uri: str) -> DatasetRef:
 def _env_data_root(data_root: str | os.PathLike[str] | None) -> str | None:
     if data_root is not None and str(data_root) != "":
         return str(data_root)
-    env = os.environ.get("NASOA_DATA_ROOT", "")
-    return env or None
+    from nasoa_contracts import DataSettings, load_settings
+
+    root = load_settings(DataSettings).data_root
+    return str(root) if root else None
 
 
 def _resolve_folder(raw: str, uri: str, data_root: str | os.PathLike[str] | None, params: dict[str, int]) -> DatasetRef:

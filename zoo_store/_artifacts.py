@@ -94,17 +94,6 @@ class StoreFull(OSError):
     """The store's disk cannot take the upload (RESOURCE_EXHAUSTED)."""
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name} must be an integer number of bytes or items, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
 def _nasoa_home() -> Path:
     return Path(os.environ.get("NASOA_HOME", Path.home() / ".nasoa")).expanduser()
 
@@ -123,20 +112,18 @@ class ArtifactSettings:
 
     @classmethod
     def from_env(cls) -> ArtifactSettings:
-        directory = os.environ.get("NASOA_ARTIFACT_DIR", "")
-        raw_age = os.environ.get("NASOA_ARTIFACT_MIN_AGE", "")
-        try:
-            min_age = float(raw_age) if raw_age else 86400.0
-        except ValueError:
-            raise ValueError(f"NASOA_ARTIFACT_MIN_AGE must be a number of seconds, got {raw_age!r}") from None
+        """The store's part of the zoo's settings (``NASOA_ARTIFACT_*``, docs/SETTINGS.md)."""
+        from nasoa_contracts import ZooSettings, load_settings
+
+        zoo = load_settings(ZooSettings)
         return cls(
-            directory=Path(directory).expanduser() if directory else None,
-            token=os.environ.get("NASOA_ARTIFACT_TOKEN", "") or os.environ.get("NASOA_TOKEN", ""),
-            max_upload_bytes=_env_int("NASOA_ARTIFACT_MAX_UPLOAD_BYTES", 2 << 30),
-            max_count=_env_int("NASOA_ARTIFACT_MAX_COUNT", 0),
-            max_bytes=_env_int("NASOA_ARTIFACT_MAX_BYTES", 20 << 30),
-            min_age_seconds=max(min_age, 0.0),
-            min_free_bytes=_env_int("NASOA_ARTIFACT_MIN_FREE_BYTES", 256 << 20),
+            directory=zoo.artifact_dir.expanduser() if zoo.artifact_dir else None,
+            token=zoo.artifact_token or zoo.token,
+            max_upload_bytes=zoo.artifact_max_upload_bytes,
+            max_count=zoo.artifact_max_count,
+            max_bytes=zoo.artifact_max_bytes,
+            min_age_seconds=zoo.artifact_min_age,
+            min_free_bytes=zoo.artifact_min_free_bytes,
         )
 
     def resolve_directory(self, zoo_root: Path) -> Path:
