@@ -70,22 +70,14 @@ SEARCHES: tuple[str, ...] = ("tpe", "hyperband")
 
 
 def parse_budget(text: str) -> float:
-    """A budget such as ``0.5h``, ``30m``, ``90s`` or ``1800`` as seconds.
+    """A budget such as ``0.5h``, ``30m``, ``90s`` or ``1800`` as seconds (the CLI's parser).
 
     >>> parse_budget("0.5h"), parse_budget("30m"), parse_budget("90s"), parse_budget("12")
     (1800.0, 1800.0, 90.0, 12.0)
     """
-    text = text.strip().lower()
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
-    factor = units.get(text[-1:])
-    number = text[:-1] if factor is not None else text
-    try:
-        value = float(number) * (factor or 1.0)
-    except ValueError:
-        raise ValueError(f"budget {text!r}: expected a number with h, m or s, e.g. 0.5h") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"budget {text!r} must be positive")
-    return value
+    from nasoa import parse_duration
+
+    return parse_duration(text)
 
 
 def load_named_table(path_or_name: str | Path) -> ExperienceTable:
