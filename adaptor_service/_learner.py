@@ -21,7 +21,7 @@ from typing import Literal
 from river import metrics, stats
 
 from adaptor_service._hedge import PolicyHedge
-from adaptor_service._known_runs import KnownRuns, correct_accuracy, correct_seconds
+from adaptor_service._known_runs import KnownRuns, Measured, RunKey, correct_accuracy, correct_seconds
 from adaptor_service._predictors import (
     AccuracyPredictor,
     CandidateBlock,
@@ -34,7 +34,7 @@ from adaptor_service._stores import JobStore
 from adaptor_service._validation import not_learned_reason
 from nasoa_contracts import Candidate, CurvePoint, Job, Observation, Prediction, TaskSpec
 
-__all__ = ["LearnedState", "Learner", "at_epochs", "learn_observation", "predict_candidates"]
+__all__ = ["LearnedState", "Learner", "accuracy_at", "at_epochs", "learn_observation", "measured_runs", "predict_candidates"]
 
 log = logging.getLogger("nasoa.adaptor")
 
@@ -71,12 +71,19 @@ def predict_candidates(state: LearnedState, task: TaskSpec, candidates: Sequence
     rows = CandidateBlock(candidates).rows(task, [c.prior_seconds for c in candidates], candidates)
     acc, acc_std = state.accuracy.predict_arrays(rows, same_task=True)
     sec, sec_std = state.time.predict_arrays(rows)
-    measured = [(i, candidates[i], curve) for i, curve in state.known_runs.matches(task, candidates)]
+    measured = measured_runs(state, task, candidates)
     if measured:
         correct_seconds(measured, sec, sec_std)
         correct_accuracy(measured, acc, acc_std, accuracy_at(state, task))
     columns = (acc.tolist(), acc_std.tolist(), sec.tolist(), sec_std.tolist())
     return [Prediction(*p) for p in zip(*columns, strict=True)]
+
+
+def measured_runs(
+    state: LearnedState, task: TaskSpec, candidates: Sequence[Candidate], rows_of: dict[RunKey, list[int]] | None = None
+) -> Measured:
+    """(position, candidate, curve) of the candidates whose run was measured on ``task``."""
+    return [(i, candidates[i], curve) for i, curve in state.known_runs.matches(task, candidates, rows_of)]
 
 
 def accuracy_at(state: LearnedState, task: TaskSpec) -> Callable[[Candidate, int], float]:

@@ -18,7 +18,7 @@ import numpy as np
 from adaptor_service._candidates import CandidateSpace, CandidateTable
 from adaptor_service._hedge import BEST_PRIOR
 from adaptor_service._known_runs import Measured, RunKey, correct_accuracy, correct_seconds, rows_by_run
-from adaptor_service._learner import Learner, accuracy_at, predict_candidates
+from adaptor_service._learner import Learner, accuracy_at, measured_runs, predict_candidates
 from adaptor_service._predictors import CandidateBlock, FeatureRows, make_features
 from adaptor_service._schedulers import ScheduleGenerator, ScoredCandidate
 from nasoa_contracts import Candidate, InvalidArgument, NotFound, Plan, Prediction, TaskSpec
@@ -104,17 +104,6 @@ class Planner:
                 scored = [scored[i] for i in prior_rows]
             return self.generator.choose(task, scored, self.time_margin, top_k or 5)
 
-    def _measured(
-        self, task: TaskSpec, candidates: Sequence[Candidate], rows_of: dict[RunKey, list[int]] | None = None
-    ) -> Measured:
-        """(position, candidate, curve) of the candidates whose run was measured on ``task``."""
-        runs = self.learner.state.known_runs
-        return [(i, candidates[i], curve) for i, curve in runs.matches(task, candidates, rows_of)]
-
-    def _accuracy_at(self, task: TaskSpec) -> Callable[[Candidate, int], float]:
-        """The model's accuracy of a candidate at another number of epochs."""
-        return accuracy_at(self.learner.state, task)
-
     def _task_rows(self, task: TaskSpec, models: tuple[str, ...]) -> tuple[CandidateTable, FeatureRows]:
         """The task's candidates and their feature rows, cached: features do not depend on the budget."""
         space = self.candidate_space
@@ -145,7 +134,7 @@ class Planner:
                 rows_of = self._run_rows.get((space, models))
                 if rows_of is None:  # the same for every task of the space
                     rows_of = self._run_rows.put((space, models), rows_by_run(candidates.templates))
-                measured = self._measured(task, candidates, rows_of)
+                measured = measured_runs(state, task, candidates, rows_of)
                 correct_seconds(measured, sec, sec_std)
             margin = self.time_margin
             # The shortlist hooks need candidates that differ in their keys (a grid may repeat a value).
@@ -158,7 +147,7 @@ class Planner:
             if measured:  # positions in the rows predicted
                 position = {int(row): i for i, row in enumerate(need)}
                 measured = [(position[i], c, curve) for i, c, curve in measured if i in position]
-                correct_accuracy(measured, acc, acc_std, self._accuracy_at(task))
+                correct_accuracy(measured, acc, acc_std, accuracy_at(state, task))
             picked = generator.shortlist(task, acc, acc_std, sec[need], margin, top_k) if hooks else None
             if picked is None:
                 picked = np.arange(len(need))

@@ -2,7 +2,7 @@
 
 For each torchvision baseline (ResNet-18, MobileNetV3-small, RegNetX-400MF) the benchmark
 finds the *fastest* zoo model whose source accuracy is at least the baseline's, and reports
-the ratio of training step times, baseline / zoo (the issue's goal: >= 2 for every baseline).
+the ratio of training step times, baseline / zoo (the goal: >= 2 for every baseline).
 
 The comparison is kept honest:
 

@@ -17,7 +17,7 @@ import time
 def main() -> int:
     import torch
 
-    from worker._finetune import FinetuneSpec, run_finetune
+    from worker import FinetuneSpec, run_finetune
     from zoo_store import DEFAULT_ZOO_DIR, ZooStore
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -16,6 +16,7 @@ from adaptor_service import Adaptor, open_store
 from adaptor_service._estimators import BatchRefitRegressor
 from adaptor_service._fast_trees import _SMALL_BATCH, _one_thread, _predict_fixing_constants
 from adaptor_service._known_runs import correct_accuracy, correct_seconds
+from adaptor_service._learner import accuracy_at
 from adaptor_service._predictors import CandidateBlock, make_features
 from adaptor_service._schedulers import OneShotGenerator, RandomGenerator, ScoredCandidate
 from benchmarks._service_bench import benchmark_space
@@ -51,7 +52,7 @@ def _plain_plan(adaptor: Adaptor, generator, task: TaskSpec, top_k: int = 5):
     # Runs measured on the task are corrected by their curves, whatever the path.
     measured = [(i, candidates[i], curve) for i, curve in adaptor.state.known_runs.matches(task, candidates)]
     correct_seconds(measured, sec, sec_std)
-    correct_accuracy(measured, acc, acc_std, adaptor.planner._accuracy_at(task))
+    correct_accuracy(measured, acc, acc_std, accuracy_at(adaptor.state, task))
     predictions = [Prediction(*p) for p in zip(acc, acc_std, sec, sec_std, strict=True)]
     scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
     prior_rows = adaptor.planner._best_prior_rows(task, candidates, adaptor.time_margin)  # the hedge, whatever the path

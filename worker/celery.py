@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from nasoa_contracts import WorkerSettings, broker_transport_options, broker_url_or_embedded
-from worker._config import worker_settings
+from nasoa_contracts import WorkerSettings, broker_transport_options, broker_url_or_embedded, load_settings
 
 
 def make_app(settings: WorkerSettings) -> Celery:
@@ -44,5 +43,5 @@ def make_app(settings: WorkerSettings) -> Celery:
     return app
 
 
-settings = worker_settings()
+settings = load_settings(WorkerSettings)
 app = make_app(settings)

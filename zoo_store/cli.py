@@ -235,7 +235,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     artifact_settings = ArtifactSettings.from_env()
     artifacts = ArtifactStore(artifact_settings.resolve_directory(store.root), artifact_settings)
     server, port, health = make_zoo_server(
-        store, address=address, admin_token=token, return_health=True, artifacts=artifacts,
+        store, address=address, admin_token=token, read_token=settings.token, return_health=True, artifacts=artifacts,
         artifact_token=artifact_settings.token or artifact_token(create=True),
         guard_artifact_reads=bool(artifact_settings.token),
     )  # fmt: skip
