@@ -33,7 +33,7 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # "incomplete": the run ended before its first epoch; it is recorded, never learned.
-RESULT_STATUSES = ("", "ok", "deadline", "failed", "incomplete")
+RESULT_STATUSES = ("", "ok", "deadline", "stopped", "failed", "incomplete")
 # (low, high, integer) of the hyperparameters the workers read.
 HPARAM_RANGES: dict[str, tuple[float, float, bool]] = {
     "lr": (1e-8, 10.0, False),

@@ -156,8 +156,35 @@ class Alternative:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One stage of a schedule: each run trains up to ``stop_after_epochs`` of its schedule.
+
+    Each run's candidate holds its full planned length (its learning-rate schedule spans
+    it); ``stop_after_epochs`` 0 means the whole schedule. The ``keep`` runs predicted best
+    from their curves continue to the next stage.
+    """
+
+    runs: tuple[Candidate, ...]
+    predictions: tuple[Prediction, ...]
+    stop_after_epochs: int = 0
+    keep: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", tuple(self.runs))
+        object.__setattr__(self, "predictions", tuple(self.predictions))
+        if len(self.runs) != len(self.predictions):
+            raise InvalidArgument(f"a stage needs one prediction per run, got {len(self.runs)} runs and "
+                                  f"{len(self.predictions)} predictions")
+
+
+@dataclass(frozen=True)
 class Plan:
-    """The chosen candidate with its predictions, and the runners-up."""
+    """The chosen candidate with its predictions, and the runners-up.
+
+    A one-shot plan runs ``candidate``. A staged plan (``stages``, probe-then-commit) runs
+    its stages in turn as child jobs; ``candidate`` is then the run predicted to win, with
+    its full schedule. ``planned_seconds`` is the predicted worker-seconds of all stages.
+    """
 
     candidate: Candidate
     prediction: Prediction
@@ -165,6 +192,17 @@ class Plan:
     time_margin: float
     alternatives: tuple[Alternative, ...] = ()
     feasible: bool = True
+    stages: tuple[Stage, ...] = ()
+    planned_seconds: float = 0.0
+
+    @property
+    def staged(self) -> bool:
+        """True for a schedule of more than one stage."""
+        return len(self.stages) > 1
+
+    def total_seconds(self) -> float:
+        """Predicted worker-seconds of the plan, margin excluded."""
+        return self.planned_seconds or self.prediction.seconds
 
 
 @dataclass(frozen=True)
@@ -255,3 +293,9 @@ class Job:
     updated_at: float = 0.0
     result: Observation | None = None
     message: str = ""
+    # Staged plans: a parent job runs its stages as child jobs, one per run and stage.
+    parent_job_id: str = ""
+    stage: int = 0
+    stop_after_epochs: int = 0  # stop after this many epochs of the schedule (0: all of it)
+    resume_from_job_id: str = ""  # continue from the training checkpoint this job stored
+    child_job_ids: tuple[str, ...] = ()

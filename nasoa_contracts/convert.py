@@ -19,6 +19,7 @@ from nasoa_contracts._types import (
     JobState,
     Observation,
     Plan,
+    Stage,
     Prediction,
     TaskSpec,
 )
@@ -109,6 +110,16 @@ def plan_to_pb(plan: Plan) -> pb.Plan:
             for a in plan.alternatives
         ],
         feasible=plan.feasible,
+        stages=[
+            pb.Stage(
+                runs=[candidate_to_pb(c) for c in stage.runs],
+                predictions=[prediction_to_pb(p) for p in stage.predictions],
+                stop_after_epochs=stage.stop_after_epochs,
+                keep=stage.keep,
+            )
+            for stage in plan.stages
+        ],
+        planned_seconds=plan.planned_seconds,
     )
 
 
@@ -123,6 +134,16 @@ def plan_from_pb(msg: pb.Plan) -> Plan:
             for a in msg.alternatives
         ),
         feasible=msg.feasible,
+        stages=tuple(
+            Stage(
+                runs=tuple(candidate_from_pb(c) for c in stage.runs),
+                predictions=tuple(prediction_from_pb(p) for p in stage.predictions),
+                stop_after_epochs=stage.stop_after_epochs,
+                keep=stage.keep,
+            )
+            for stage in msg.stages
+        ),
+        planned_seconds=msg.planned_seconds,
     )
 
 
@@ -180,6 +201,11 @@ def job_to_pb(job: Job) -> pb.Job:
         created_at=job.created_at,
         updated_at=job.updated_at,
         message=job.message,
+        parent_job_id=job.parent_job_id,
+        stage=job.stage,
+        stop_after_epochs=job.stop_after_epochs,
+        resume_from_job_id=job.resume_from_job_id,
+        child_job_ids=list(job.child_job_ids),
     )
     if job.result is not None:
         msg.result.CopyFrom(result_to_pb(job.result))
@@ -210,6 +236,11 @@ def job_from_pb(msg: pb.Job) -> Job:
         updated_at=msg.updated_at,
         result=result,
         message=msg.message,
+        parent_job_id=msg.parent_job_id,
+        stage=msg.stage,
+        stop_after_epochs=msg.stop_after_epochs,
+        resume_from_job_id=msg.resume_from_job_id,
+        child_job_ids=tuple(msg.child_job_ids),
     )
 
 

@@ -101,21 +101,37 @@ class Alternative(_message.Message):
     reason: str
     def __init__(self, candidate: _Optional[_Union[Candidate, _Mapping]] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class Stage(_message.Message):
+    __slots__ = ("runs", "predictions", "stop_after_epochs", "keep")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    STOP_AFTER_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[Candidate]
+    predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
+    stop_after_epochs: int
+    keep: int
+    def __init__(self, runs: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., stop_after_epochs: _Optional[int] = ..., keep: _Optional[int] = ...) -> None: ...
+
 class Plan(_message.Message):
-    __slots__ = ("candidate", "prediction", "policy", "time_margin", "alternatives", "feasible")
+    __slots__ = ("candidate", "prediction", "policy", "time_margin", "alternatives", "feasible", "stages", "planned_seconds")
     CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     TIME_MARGIN_FIELD_NUMBER: _ClassVar[int]
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     FEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     candidate: Candidate
     prediction: Prediction
     policy: str
     time_margin: float
     alternatives: _containers.RepeatedCompositeFieldContainer[Alternative]
     feasible: bool
-    def __init__(self, candidate: _Optional[_Union[Candidate, _Mapping]] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., policy: _Optional[str] = ..., time_margin: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[Alternative, _Mapping]]] = ..., feasible: _Optional[bool] = ...) -> None: ...
+    stages: _containers.RepeatedCompositeFieldContainer[Stage]
+    planned_seconds: float
+    def __init__(self, candidate: _Optional[_Union[Candidate, _Mapping]] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., policy: _Optional[str] = ..., time_margin: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[Alternative, _Mapping]]] = ..., feasible: _Optional[bool] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., planned_seconds: _Optional[float] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("task", "job_id", "models")
@@ -168,7 +184,7 @@ class Result(_message.Message):
     def __init__(self, accuracy: _Optional[float] = ..., seconds: _Optional[float] = ..., curve: _Optional[_Iterable[_Union[CurvePoint, _Mapping]]] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., artifact_id: _Optional[str] = ..., artifact_sha256: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "task", "plan", "state", "created_at", "updated_at", "result", "message")
+    __slots__ = ("job_id", "task", "plan", "state", "created_at", "updated_at", "result", "message", "parent_job_id", "stage", "stop_after_epochs", "resume_from_job_id", "child_job_ids")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +193,11 @@ class Job(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    STOP_AFTER_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CHILD_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     task: Task
     plan: Plan
@@ -185,7 +206,12 @@ class Job(_message.Message):
     updated_at: float
     result: Result
     message: str
-    def __init__(self, job_id: _Optional[str] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+    parent_job_id: str
+    stage: int
+    stop_after_epochs: int
+    resume_from_job_id: str
+    child_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., message: _Optional[str] = ..., parent_job_id: _Optional[str] = ..., stage: _Optional[int] = ..., stop_after_epochs: _Optional[int] = ..., resume_from_job_id: _Optional[str] = ..., child_job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Started(_message.Message):
     __slots__ = ("worker",)
