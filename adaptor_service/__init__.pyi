@@ -17,6 +17,7 @@ from ._experience import runs_to_observations as runs_to_observations
 from ._experience import sample_curve as sample_curve
 from ._experience import write_csv as write_csv
 from ._experience import write_jsonl as write_jsonl
+from ._halving import SuccessiveHalvingGenerator as SuccessiveHalvingGenerator
 from ._hedge import HedgeDecision as HedgeDecision
 from ._hedge import PolicyHedge as PolicyHedge
 from ._jobs import Dispatcher as Dispatcher

@@ -12,6 +12,7 @@ from adaptor_service import (
     OneShotGenerator,
     RandomGenerator,
     ScoredCandidate,
+    SuccessiveHalvingGenerator,
     make_generator,
 )
 from nasoa_contracts import Candidate, Prediction, TaskSpec
@@ -21,8 +22,9 @@ GENERATORS = [
     lambda seed: OneShotGenerator(risk_aversion=1.0, exploration=0.5, seed=seed),
     lambda seed: RandomGenerator(seed=seed),
     lambda seed: FixedDefaultGenerator(model="m1", hparams={"lr": 0.01}),
+    lambda seed: SuccessiveHalvingGenerator(seed=seed),
 ]
-IDS = ["nasoa", "nasoa-exploring", "random", "fixed"]
+IDS = ["nasoa", "nasoa-exploring", "random", "fixed", "asha"]
 
 
 def _scored() -> list[ScoredCandidate]:
@@ -34,7 +36,7 @@ def _scored() -> list[ScoredCandidate]:
 
 
 def _tasks() -> list[TaskSpec]:
-    return [TaskSpec("builtin:digits", b) for b in (5, 12, 20, 40, 3, 25, 60, 8)]
+    return [TaskSpec("builtin:digits", b) for b in (5, 12, 20, 40, 3, 25, 60, 8, 200)]
 
 
 def _choices(generator) -> list[str]:
@@ -72,7 +74,9 @@ def test_plan_is_a_candidate_and_inputs_are_untouched(make):
         assert plan.candidate in [s.candidate for s in scored]
         assert len(plan.alternatives) <= 4
         fits = any(s.prediction.seconds * 1.2 <= task.budget_seconds for s in scored)
-        assert plan.feasible == (plan.prediction.seconds * 1.2 <= task.budget_seconds)
+        assert plan.feasible == (plan.total_seconds() * 1.2 <= task.budget_seconds)
+        for stage in plan.stages:
+            assert all(run in [s.candidate for s in scored] for run in stage.runs)
         if fits and not isinstance(make(0), FixedDefaultGenerator):
             assert plan.feasible
     assert scored == before
@@ -100,7 +104,7 @@ def test_fixed_uses_its_model_and_most_epochs_that_fit():
 
 
 def test_unknown_policy_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown policy 'bohb': choose nasoa, random or fixed"):
+    with pytest.raises(ValueError, match="unknown policy 'bohb': choose nasoa, random, fixed or asha"):
         make_generator("bohb")
 
 

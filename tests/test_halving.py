@@ -1,0 +1,135 @@
+"""Successive halving as a schedule generator: rungs, sizing to the budget, and no peeking at accuracy.
+
+The common checks (seeding, pickling, untouched inputs) run over it in tests/test_schedulers.py;
+here the staged plans it makes through the adaptor's planner over a real candidate space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from adaptor_service import (
+    Adaptor,
+    CandidateSpace,
+    ModelInfo,
+    RegimeGrid,
+    ScoredCandidate,
+    SuccessiveHalvingGenerator,
+    make_generator,
+)
+from nasoa_contracts import Prediction, TaskSpec
+from nasoa_contracts.convert import plan_from_pb, plan_to_pb
+
+
+@pytest.fixture
+def space():
+    models = [
+        ModelInfo("small", {"cpu": 10.0}, num_params=10_000, macs=1_000_000, source_accuracy=50, num_stages=3),
+        ModelInfo("mid", {"cpu": 30.0}, num_params=200_000, macs=20_000_000, source_accuracy=60, num_stages=3),
+        ModelInfo("large", {"cpu": 80.0}, num_params=900_000, macs=90_000_000, source_accuracy=70, num_stages=4),
+    ]
+    grid = RegimeGrid(learning_rates=(0.003, 0.01, 0.03, 0.1), epochs=(1, 3, 9, 20), batch_sizes=(64,),
+                      frozen_stages=(0, 1, 2), optimizers=("sgd",))
+    return CandidateSpace(models, grid)  # 36 configurations
+
+
+def _task(budget: float) -> TaskSpec:
+    return TaskSpec("builtin:digits", budget, {"num_samples": 1347.0, "num_classes": 10.0})
+
+
+def _plan(space, budget: float, seed: int = 0, **options):
+    adaptor = Adaptor.in_memory(candidate_space=space, generator=SuccessiveHalvingGenerator(seed=seed, **options))
+    return adaptor.recommend(_task(budget)), adaptor.time_margin
+
+
+def test_rungs_keep_a_third_for_three_times_the_epochs_down_to_one_run(space):
+    plan, margin = _plan(space, 3600)
+    assert plan.staged and plan.policy == "asha"
+    sizes = [len(stage.runs) for stage in plan.stages]
+    assert sizes == [27, 9, 3, 1]
+    assert [stage.keep for stage in plan.stages] == [9, 3, 1, 0]
+    assert [stage.stop_after_epochs for stage in plan.stages] == [1, 3, 9, 0]  # the last runs its whole schedule
+    lengths = {run.epochs for stage in plan.stages for run in stage.runs}
+    assert lengths == {20} and plan.candidate.epochs == 20  # one schedule, the longest of the space
+    configurations = {(run.model, tuple(sorted(run.hparams.items()))) for run in plan.stages[0].runs}
+    assert len(configurations) == 27  # distinct configurations
+    assert plan.candidate in plan.stages[-1].runs
+    assert plan.feasible and plan.planned_seconds * margin <= 3600
+
+
+@pytest.mark.parametrize("budget", [2, 15, 40, 90, 300, 1200])
+def test_the_search_is_sized_to_fit_the_budget(space, budget):
+    plan, margin = _plan(space, budget)
+    if plan.feasible:
+        assert plan.total_seconds() * margin <= budget
+    # the bound charges every stage: the first in full, each later one with its slowest runs
+    if plan.staged:
+        first = plan.stages[0]
+        assert plan.planned_seconds >= sum(p.seconds for p in first.predictions) * 0.99
+
+
+def test_more_budget_buys_more_configurations_or_longer_schedules(space):
+    searched = []
+    for budget in (2, 30, 120, 600, 3600):
+        plan, _ = _plan(space, budget)
+        starts = len(plan.stages[0].runs) if plan.staged else 1
+        searched.append((starts, plan.candidate.epochs, plan.total_seconds()))
+    assert searched[0][0] == 1 and searched[-1][0] == 27
+    assert [s[0] for s in searched] == sorted(s[0] for s in searched)
+    assert searched[-1][2] > searched[0][2]
+
+
+def test_a_budget_below_every_run_gives_the_fastest_candidate_not_feasible():
+    scored = _two_speeds()
+    plan = SuccessiveHalvingGenerator().choose(TaskSpec("builtin:digits", 2.5), scored, 1.0)
+    assert not plan.feasible and not plan.staged
+    assert plan.prediction.seconds == min(s.prediction.seconds for s in scored)
+
+
+def _two_speeds() -> list[ScoredCandidate]:
+    """Nine configurations: every third takes 10 s an epoch, the others 1 s; 2 s per job besides."""
+    from nasoa_contracts import Candidate
+
+    scored = []
+    for i in range(9):
+        per_epoch = 10.0 if i % 3 == 0 else 1.0
+        for epochs in (1, 3, 9):
+            scored.append(ScoredCandidate(Candidate("m", {"lr": 0.01 * (i + 1)}, epochs=epochs),
+                                          Prediction(50.0, 1.0, 2.0 + per_epoch * epochs, 0.1)))
+    return scored
+
+
+def test_it_never_reads_the_predicted_accuracy(space):
+    """Which configurations start is a seeded draw: predicted accuracy changes nothing."""
+    adaptor = Adaptor.in_memory(candidate_space=space)
+    task = _task(600)
+    candidates = space.candidates(task)
+    predictions = adaptor.predict(task, candidates)
+    scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
+    flipped = [replace(s, prediction=replace(s.prediction, accuracy=100 - s.prediction.accuracy,
+                                             accuracy_std=7.0)) for s in scored]
+    a = SuccessiveHalvingGenerator(seed=4).choose(task, scored, 1.2)
+    b = SuccessiveHalvingGenerator(seed=4).choose(task, flipped, 1.2)
+    assert [s.runs for s in a.stages] == [s.runs for s in b.stages] and a.planned_seconds == b.planned_seconds
+    other = SuccessiveHalvingGenerator(seed=5).choose(task, scored, 1.2)
+    assert other.stages[0].runs != a.stages[0].runs  # another seed, another draw
+
+
+def test_later_stages_are_charged_with_their_slowest_runs():
+    """Two speeds: the stage after the first rung costs what the slow runs would."""
+    plan = SuccessiveHalvingGenerator(max_configurations=9).choose(TaskSpec("builtin:digits", 10_000),
+                                                                   _two_speeds(), 1.0)
+    assert [len(s.runs) for s in plan.stages] == [9, 3, 1]
+    first = 3 * (2 + 10) + 6 * (2 + 1)  # every run's first epoch
+    second = 3 * (2 + 10 * 2)  # three continue for two more epochs: charged as the three slow ones
+    last = 2 + 10 * 6  # one continues for six more
+    assert plan.planned_seconds == pytest.approx(first + second + last)
+
+
+def test_the_staged_plan_survives_the_wire_and_make_generator_knows_it(space):
+    plan, _ = _plan(space, 600)
+    assert plan_from_pb(plan_to_pb(plan)) == plan
+    generator = make_generator("asha", seed=3)
+    assert isinstance(generator, SuccessiveHalvingGenerator) and generator.seed == 3
