@@ -8,7 +8,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["make_console", "job_table", "plan_text", "print_json", "result_text"]
+__all__ = [
+    "child_rows",
+    "children_table",
+    "job_table",
+    "make_console",
+    "plan_text",
+    "print_json",
+    "print_plan",
+    "result_text",
+    "stage_tables",
+    "worker_seconds_text",
+]
 
 
 def make_console(stderr: bool = False) -> Any:
@@ -24,8 +35,11 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
 
-def plan_text(plan: Any) -> list[str]:
+def plan_text(plan: Any, budget_seconds: float | None = None) -> list[str]:
+    """The plan's head lines: the run (a one-shot plan), or the schedule's outline (a staged plan)."""
     p = plan.prediction
+    if plan.staged:
+        return _staged_plan_text(plan, budget_seconds)
     return [
         f"plan ({plan.policy}): {plan.candidate.describe()}",
         f"  predicted accuracy {p.accuracy:.1f}% (+/- {p.accuracy_std:.1f}), "
@@ -60,3 +74,140 @@ def job_table(jobs: Sequence[Any], title: str) -> None:
             f"{p.seconds:.1f}", f"{r.seconds:.1f}" if r else "-", job.message, style=style,
         )
     make_console().print(table)
+
+
+_SHORT_NAMES = {"batch_size": "bs", "frozen_stages": "frozen", "weight_decay": "wd", "optimizer": ""}
+
+
+def _regime(candidate: Any) -> str:
+    """The hyperparameters in a table's width: ``lr=0.1 bs=64 frozen=0 sgd wd=0.0001``."""
+    parts = []
+    for key, value in sorted(candidate.hparams.items(), key=lambda kv: kv[0] != "lr"):
+        short = _SHORT_NAMES.get(key, key)
+        parts.append(f"{short}={value}" if short else str(value))
+    return " ".join(parts)
+
+
+def _budget_share(seconds: float, budget_seconds: float | None) -> str:
+    return f" of the {budget_seconds:g}s budget ({seconds / budget_seconds:.0%})" if budget_seconds else ""
+
+
+def _staged_plan_text(plan: Any, budget_seconds: float | None) -> list[str]:
+    p, stages = plan.prediction, plan.stages
+    planned = plan.total_seconds()
+    margin = f", x margin {plan.time_margin:.2f}: {planned * plan.time_margin:.1f}s" + (
+        f" ({planned * plan.time_margin / budget_seconds:.0%})" if budget_seconds else "")
+    return [
+        f"plan ({plan.policy}): {len(stages)} stages, {len(stages[0].runs)} runs started, "
+        f"{len(stages[-1].runs)} trained to the end of its schedule",
+        f"  planned {planned:.1f} worker-seconds{_budget_share(planned, budget_seconds)}{margin}"
+        + ("" if plan.feasible else "  [nothing predicted to fit]"),
+        f"  predicted winner: {plan.candidate.describe()}: accuracy {p.accuracy:.1f}% (+/- {p.accuracy_std:.1f}), "
+        f"time {p.seconds:.1f}s (+/- {p.seconds_std:.1f}) for its whole schedule",
+    ]
+
+
+def _stage_title(plan: Any, index: int) -> str:
+    stage = plan.stages[index]
+    count = len(stage.runs)
+    head = f"stage {index + 1} of {len(plan.stages)}: {count} run{'s' if count != 1 else ''}"
+    if stage.stop_after_epochs:
+        head += f" train{'s' if count == 1 else ''} to epoch {stage.stop_after_epochs} of their schedule"
+    else:
+        head += f" train{'s' if count == 1 else ''} to the end of {'its' if count == 1 else 'their'} schedule"
+    if stage.keep:
+        head += f"; the best {stage.keep} by their curves continue"
+    return head
+
+
+def stage_tables(plan: Any) -> list[Any]:
+    """One rich table per stage of a staged plan: its runs, how far each trains, its predictions."""
+    from rich.table import Table
+
+    tables = []
+    for index, stage in enumerate(plan.stages):
+        following = plan.stages[index + 1] if index + 1 < len(plan.stages) else None
+        continuing = {run.key for run in following.runs} if following is not None else set()
+        table = Table(title=_stage_title(plan, index), title_justify="left")
+        columns = ["run", "model", "regime", "planned epochs", "trains to epoch", "pred acc", "pred s"]
+        if following is not None:
+            columns.append("continues (planned)")
+        for name in columns:
+            table.add_column(name, justify="left" if name in ("model", "regime", "continues (planned)") else "right")
+        for number, (run, prediction) in enumerate(zip(stage.runs, stage.predictions, strict=True), start=1):
+            row = [f"{number}/{len(stage.runs)}", run.model, _regime(run), str(run.epochs),
+                   str(stage.stop_after_epochs or run.epochs), f"{prediction.accuracy:.1f}%", f"{prediction.seconds:.1f}"]
+            if following is not None:
+                row.append("yes" if run.key in continuing else "")
+            table.add_row(*row)
+        tables.append(table)
+    return tables
+
+
+def print_plan(console: Any, plan: Any, budget_seconds: float | None = None) -> None:
+    """The plan's head lines and, for a staged plan, a table per stage."""
+    for line in plan_text(plan, budget_seconds):
+        console.print(line, markup=False)
+    if plan.staged:
+        for table in stage_tables(plan):
+            console.print(table)
+
+
+def child_rows(children: Sequence[Any]) -> list[dict[str, Any]]:
+    """The child jobs of a staged job as plain rows: stage, run (within its stage), state, epochs, result."""
+    counts: dict[int, int] = {}
+    for child in children:
+        counts[child.stage] = counts.get(child.stage, 0) + 1
+    seen: dict[int, int] = {}
+    resumed = {child.resume_from_job_id for child in children if child.resume_from_job_id}
+    rows = []
+    for child in children:
+        seen[child.stage] = seen.get(child.stage, 0) + 1
+        result, candidate = child.result, child.plan.candidate
+        rows.append({
+            "job_id": child.job_id,
+            "stage": child.stage + 1,
+            "run": seen[child.stage],
+            "runs_in_stage": counts[child.stage],
+            "state": child.state.value,
+            "model": candidate.model,
+            "hparams": dict(candidate.hparams),
+            "planned_epochs": candidate.epochs,
+            "trains_to_epoch": child.stop_after_epochs or candidate.epochs,
+            "epochs_trained": result.curve[-1].epoch if result is not None and result.curve else 0,
+            "accuracy": result.accuracy if result is not None else None,
+            "seconds": result.seconds if result is not None else None,
+            "status": result.status if result is not None else None,
+            "resume_from_job_id": child.resume_from_job_id or None,
+            "continued": child.job_id in resumed,
+        })
+    return rows
+
+
+def children_table(job: Any, children: Sequence[Any]) -> Any:
+    """A rich table of a staged job's child jobs."""
+    from rich.table import Table
+
+    stages = len(job.plan.stages) or max((c.stage + 1 for c in children), default=0)
+    table = Table(title=f"child jobs: {len(children)} over {stages} stage{'s' if stages != 1 else ''}",
+                  title_justify="left")
+    for name in ("job", "stage", "run", "model", "regime", "state", "epochs", "accuracy", "s", "status", "continued"):
+        table.add_column(name, justify="right" if name in ("stage", "run", "epochs", "accuracy", "s") else "left",
+                         no_wrap=name == "job")
+    for row, child in zip(child_rows(children), children, strict=True):
+        style = "red" if row["state"] in ("FAILED", "CANCELLED") else None
+        table.add_row(
+            row["job_id"], f"{row['stage']}/{stages}", f"{row['run']}/{row['runs_in_stage']}", row["model"],
+            _regime(child.plan.candidate), row["state"], f"{row['epochs_trained']}/{row['trains_to_epoch']}",
+            "-" if row["accuracy"] is None else f"{row['accuracy']:.1f}%",
+            "-" if row["seconds"] is None else f"{row['seconds']:.1f}", row["status"] or "-",
+            "yes" if row["continued"] else "", style=style,
+        )
+    return table
+
+
+def worker_seconds_text(job: Any, children: Sequence[Any]) -> str:
+    """The worker-seconds the child jobs of a staged job used, against the budget."""
+    used = sum(c.result.seconds for c in children if c.result is not None)
+    return (f"worker-seconds: {used:.1f} over {len(children)} child jobs"
+            f"{_budget_share(used, job.task.budget_seconds)}")

@@ -200,6 +200,12 @@ class Client:
         return self.rpc.get_job(job_id)
 
     @_explained
+    def children(self, job: Job | str) -> list[Job]:
+        """The child jobs of a staged job (one per run and stage), in the order they were created."""
+        parent = self.job(job) if isinstance(job, str) else job
+        return [self.rpc.get_job(child_id) for child_id in parent.child_job_ids]
+
+    @_explained
     def jobs(self, limit: int = 100, state: str | None = None) -> list[Job]:
         """The latest jobs, newest first (``state``: QUEUED, RUNNING, DONE, FAILED, CANCELLED)."""
         from nasoa_contracts import JobState

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 __all__ = ["Follower", "NoWorker", "warn_without_workers"]
 
 PROG = "nasoa-submit"
+# How a staged job's stream names the child run an epoch came from: "stage 1, run 2/4: epoch 3".
+CHILD_PROGRESS = re.compile(r"stage (\d+), run (\d+)/(\d+)")
 
 
 class NoWorker(ConnectionError):
@@ -20,12 +23,15 @@ class Follower:
     """Live progress of one job: a state line per change, an epoch bar and a budget bar.
 
     Events are read on a thread so that the display stays alive while the job waits in its
-    queue, and so that a queue nobody consumes is noticed after ``grace`` seconds.
+    queue, and so that a queue nobody consumes is noticed after ``grace`` seconds. A staged
+    job shows its stage lines and an epoch bar per run of the current stage, from the
+    progress its child jobs forward.
     """
 
     def __init__(self, client: Any, job: Any, console: Any, show: bool, grace: float | None) -> None:
         self.client, self.job, self.console, self.show, self.grace = client, job, console, show, grace
         self.events: queue.Queue[Any] = queue.Queue()
+        self._run_bars: dict[tuple[int, int], Any] = {}  # (stage, run) -> its progress bar
 
     def _read(self, timeout: float) -> None:
         try:
@@ -60,7 +66,9 @@ class Follower:
                 if isinstance(event, BaseException):
                     raise event
                 state = event.state.value
-                if event.kind == "progress":
+                if event.kind == "progress" and self.job.plan.staged:
+                    self._child_progress(bars, event)
+                elif event.kind == "progress":
                     if epochs is None:
                         epochs = bars.add_task("epochs", total=self.job.plan.candidate.epochs, note="")
                         bars.update(status, visible=False)
@@ -72,6 +80,28 @@ class Follower:
                         bars.console.print(f"[{state}] {event.message}", markup=False)
                     bars.update(status, description=state.lower(), note="")
         return self.client.job(self.job.job_id)
+
+    def _child_progress(self, bars: Any, event: Any) -> None:
+        """An epoch of one child run: its bar (earlier stages' bars make way for the current stage's)."""
+        match = CHILD_PROGRESS.search(event.message)
+        if match is None:
+            if self.show and event.message:
+                bars.console.print(f"[{event.state.value}] {event.message}", markup=False)
+            return
+        stage, run, runs = (int(g) for g in match.groups())
+        runs_bars = self._run_bars
+        key = (stage, run)
+        if key not in runs_bars:
+            for (earlier, _), task in runs_bars.items():
+                if earlier < stage:
+                    bars.update(task, visible=False)
+            stages = self.job.plan.stages
+            plan_stage = stages[stage - 1] if 0 < stage <= len(stages) else None
+            total = None
+            if plan_stage is not None and plan_stage.runs:
+                total = plan_stage.stop_after_epochs or plan_stage.runs[min(run, len(plan_stage.runs)) - 1].epochs
+            runs_bars[key] = bars.add_task(f"stage {stage} run {run}/{runs}", total=total, note="")
+        bars.update(runs_bars[key], completed=event.epoch, note=f"accuracy {event.accuracy:.1f}%")
 
     def _check_workers(self) -> None:
         from nasoa import broker_name, queue_consumers

@@ -48,6 +48,20 @@ def plan_record(plan: Any) -> dict[str, Any]:
             {**_candidate(a.candidate), "predicted": _prediction(a.prediction), "reason": a.reason}
             for a in plan.alternatives
         ],
+        "planned_seconds": plan.total_seconds(),
+        "staged": plan.staged,
+        "stages": [
+            {
+                "stage": index + 1,
+                "trains_to_epoch": stage.stop_after_epochs or None,  # None: each run's whole schedule
+                "keep": stage.keep,
+                "runs": [
+                    {**_candidate(run), "predicted": _prediction(prediction)}
+                    for run, prediction in zip(stage.runs, stage.predictions, strict=True)
+                ],
+            }
+            for index, stage in enumerate(plan.stages)
+        ],
     }
 
 
@@ -65,12 +79,18 @@ def job_record(job: Any) -> dict[str, Any]:
         "created_at": iso_time(job.created_at),
         "updated_at": iso_time(job.updated_at),
         "plan": plan_record(job.plan),
+        "parent_job_id": job.parent_job_id or None,
+        "stage": job.stage + 1 if job.parent_job_id else None,
+        "stop_after_epochs": job.stop_after_epochs or None,
+        "resume_from_job_id": job.resume_from_job_id or None,
+        "child_job_ids": list(job.child_job_ids),
         "result": None if result is None else {
             "status": result.status,
             "accuracy": result.accuracy,
             "seconds": result.seconds,
             "message": result.message,
             "curve": [{"epoch": p.epoch, "accuracy": p.accuracy, "seconds": p.seconds} for p in result.curve],
+            "artifact_id": result.artifact_id or None,
         },
     }
 

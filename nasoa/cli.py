@@ -20,7 +20,16 @@ from typing import Annotated, Any
 import typer
 
 from nasoa import DEVICE_CLASSES
-from nasoa._cli_text import job_table, make_console, plan_text, print_json, result_text
+from nasoa._cli_text import (
+    child_rows,
+    children_table,
+    job_table,
+    make_console,
+    print_json,
+    print_plan,
+    result_text,
+    worker_seconds_text,
+)
 from nasoa._follow import Follower, NoWorker, warn_without_workers
 
 PROG = "nasoa-submit"
@@ -77,19 +86,47 @@ def _client(address: str, timeout: float) -> Any:
 # --------------------------------------------------------------------------- following a job
 
 
+def _job_json(client: Any, job: Any) -> dict[str, Any]:
+    """A job's record; a staged job's with its child jobs (read with GetJob)."""
+    from nasoa import job_record
+
+    record = job_record(job)
+    if job.child_job_ids:
+        record["children"] = child_rows(client.children(job))
+    return record
+
+
 def _follow(client: Any, job: Any, as_json: bool, watch_timeout: float, grace: float | None) -> int:
     job = Follower(client, job, make_console(stderr=True), show=not as_json, grace=grace).run(watch_timeout)
     if as_json:
-        from nasoa import job_record
-
-        print_json(job_record(job))
+        print_json(_job_json(client, job))
     else:
         make_console().print(result_text(job), markup=False)
+        if job.child_job_ids:
+            children = client.children(job)
+            winner = _winner(job, children)
+            if winner is not None:
+                regime = " ".join(f"{k}={v}" for k, v in winner["hparams"].items())
+                make_console().print(f"winner: stage {winner['stage']}, run {winner['run']}/{winner['runs_in_stage']} "
+                                     f"(job {winner['job_id']}): {winner['model']} {regime}, "
+                                     f"{winner['epochs_trained']} epochs", markup=False)
+            make_console().print(worker_seconds_text(job, children), markup=False)
         if job.result is not None and job.result.artifact_id:
             make_console().print(f"model: artifact {job.result.artifact_id} in the artifact store; get it with\n"
                              f"  nasoa-submit download {job.job_id} -o ./{job.job_id}     or: nasoa-submit predict {job.job_id} IMAGES...",
                              markup=False)
     return EXIT_OK if job.state.value == "DONE" else EXIT_JOB_FAILED
+
+
+def _winner(job: Any, children: Sequence[Any]) -> dict[str, Any] | None:
+    """The child job whose model the staged job ended with (its artifact), else the last one that finished."""
+    rows = [(row, child) for row, child in zip(child_rows(children), children, strict=True) if child.result is not None]
+    artifact = job.result.artifact_id if job.result is not None else ""
+    for row, child in rows:
+        if artifact and child.result.artifact_id == artifact:
+            return row
+    finished = [row for row, _ in rows if row["status"] in ("ok", "deadline")]
+    return finished[-1] if finished else None
 
 
 # --------------------------------------------------------------------------- commands
@@ -118,8 +155,7 @@ def submit(
         if not as_json:
             make_console().print(f"job {job.job_id} {job.state.value}: {job.task.dataset_uri}, "
                              f"budget {job.task.budget_seconds:g}s", markup=False)
-            for line in plan_text(job.plan):
-                make_console().print(line, markup=False)
+            print_plan(make_console(), job.plan, job.task.budget_seconds)
         if job.state.value == "QUEUED":
             warn_without_workers(device.value, console)
         if not wait:
@@ -142,17 +178,18 @@ def plan(
     address: Address = DEFAULT_ADDRESS,
     timeout: Timeout = 30.0,
 ) -> int:
-    """Show the plan for a task and why each runner-up lost; nothing runs."""
+    """Show the plan for a task (a staged plan: a table per stage) and why each runner-up lost; nothing runs."""
+    from nasoa import parse_duration
+
     with _client(address, timeout) as client:
         result = client.plan(dataset, budget, models=model or (), device=device.value, top_k=top_k)
     if as_json:
         from nasoa import plan_record
 
-        print_json(plan_record(result))
+        print_json({**plan_record(result), "budget_seconds": parse_duration(budget)})
         return EXIT_OK
     console = make_console()
-    for line in plan_text(result):
-        console.print(line, markup=False)
+    print_plan(console, result, parse_duration(budget))
     for alt in result.alternatives:
         p = alt.prediction
         console.print(f"  - {alt.candidate.describe()}: {p.accuracy:.1f}% in {p.seconds:.1f}s; {alt.reason}",
@@ -181,21 +218,29 @@ def status(
     address: Address = DEFAULT_ADDRESS,
     timeout: Timeout = 30.0,
 ) -> int:
-    """One job (with its error when it failed), or a table of the latest jobs."""
+    """One job (a staged job with its child jobs), or a table of the latest jobs."""
     from nasoa import job_record
 
     with _client(address, timeout) as client:
         jobs = [client.job(job_id)] if job_id else client.jobs(limit=limit)
-    if as_json:
-        print_json(job_record(jobs[0]) if job_id else [job_record(j) for j in jobs])
-        return EXIT_OK
+        children = client.children(jobs[0]) if job_id and jobs[0].child_job_ids else []
+        if as_json:
+            print_json(_job_json(client, jobs[0]) if job_id else [job_record(j) for j in jobs])
+            return EXIT_OK
     if job_id:
         job = jobs[0]
         console = make_console()
         console.print(f"job {job.job_id} {job.state.value}: {job.task.dataset_uri}, budget "
                       f"{job.task.budget_seconds:g}s, {job.task.device_class}", markup=False)
-        for line in plan_text(job.plan):
-            console.print(line, markup=False)
+        if job.parent_job_id:
+            console.print(f"child of job {job.parent_job_id}, stage {job.stage + 1}"
+                          + (f", trains to epoch {job.stop_after_epochs}" if job.stop_after_epochs else "")
+                          + (f", continues job {job.resume_from_job_id}" if job.resume_from_job_id else ""),
+                          markup=False)
+        print_plan(console, job.plan, job.task.budget_seconds)
+        if children:
+            console.print(children_table(job, children))
+            console.print(worker_seconds_text(job, children), markup=False)
         if job.state.value == "FAILED":
             console.print(f"error: {job.message}", markup=False)
         elif job.message:
