@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "child_rows",
     "children_table",
+    "job_json",
     "job_table",
     "make_console",
     "plan_text",
@@ -18,6 +19,7 @@ __all__ = [
     "print_plan",
     "result_text",
     "stage_tables",
+    "staged_result_lines",
     "worker_seconds_text",
 ]
 
@@ -211,3 +213,35 @@ def worker_seconds_text(job: Any, children: Sequence[Any]) -> str:
     used = sum(c.result.seconds for c in children if c.result is not None)
     return (f"worker-seconds: {used:.1f} over {len(children)} child jobs"
             f"{_budget_share(used, job.task.budget_seconds)}")
+
+
+def _winner(job: Any, children: Sequence[Any]) -> tuple[dict[str, Any], Any] | None:
+    """The child job whose model the staged job ended with (its artifact), else the last one that finished."""
+    rows = [(row, child) for row, child in zip(child_rows(children), children, strict=True) if child.result is not None]
+    artifact = job.result.artifact_id if job.result is not None else ""
+    for row, child in rows:
+        if artifact and child.result.artifact_id == artifact:
+            return row, child
+    finished = [(row, child) for row, child in rows if row["status"] in ("ok", "deadline")]
+    return finished[-1] if finished else None
+
+
+def staged_result_lines(job: Any, children: Sequence[Any]) -> list[str]:
+    """After a staged job's result: which child run won, and the worker-seconds all of them used."""
+    lines = []
+    winner = _winner(job, children)
+    if winner is not None:
+        row, child = winner
+        lines.append(f"winner: stage {row['stage']}, run {row['run']}/{row['runs_in_stage']} (job {row['job_id']}): "
+                     f"{row['model']} {_regime(child.plan.candidate)}, {row['epochs_trained']} epochs")
+    return [*lines, worker_seconds_text(job, children)]
+
+
+def job_json(job: Any, children: Sequence[Any] = ()) -> dict[str, Any]:
+    """A job's ``--json`` record; a staged job's with its child jobs."""
+    from nasoa import job_record
+
+    record = job_record(job)
+    if job.child_job_ids:
+        record["children"] = child_rows(children)
+    return record

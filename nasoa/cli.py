@@ -21,13 +21,14 @@ import typer
 
 from nasoa import DEVICE_CLASSES
 from nasoa._cli_text import (
-    child_rows,
     children_table,
+    job_json,
     job_table,
     make_console,
     print_json,
     print_plan,
     result_text,
+    staged_result_lines,
     worker_seconds_text,
 )
 from nasoa._follow import Follower, NoWorker, warn_without_workers
@@ -86,47 +87,20 @@ def _client(address: str, timeout: float) -> Any:
 # --------------------------------------------------------------------------- following a job
 
 
-def _job_json(client: Any, job: Any) -> dict[str, Any]:
-    """A job's record; a staged job's with its child jobs (read with GetJob)."""
-    from nasoa import job_record
-
-    record = job_record(job)
-    if job.child_job_ids:
-        record["children"] = child_rows(client.children(job))
-    return record
-
-
 def _follow(client: Any, job: Any, as_json: bool, watch_timeout: float, grace: float | None) -> int:
     job = Follower(client, job, make_console(stderr=True), show=not as_json, grace=grace).run(watch_timeout)
     if as_json:
-        print_json(_job_json(client, job))
+        print_json(job_json(job, client.children(job) if job.child_job_ids else ()))
     else:
         make_console().print(result_text(job), markup=False)
         if job.child_job_ids:
-            children = client.children(job)
-            winner = _winner(job, children)
-            if winner is not None:
-                regime = " ".join(f"{k}={v}" for k, v in winner["hparams"].items())
-                make_console().print(f"winner: stage {winner['stage']}, run {winner['run']}/{winner['runs_in_stage']} "
-                                     f"(job {winner['job_id']}): {winner['model']} {regime}, "
-                                     f"{winner['epochs_trained']} epochs", markup=False)
-            make_console().print(worker_seconds_text(job, children), markup=False)
+            for line in staged_result_lines(job, client.children(job)):
+                make_console().print(line, markup=False)
         if job.result is not None and job.result.artifact_id:
             make_console().print(f"model: artifact {job.result.artifact_id} in the artifact store; get it with\n"
                              f"  nasoa-submit download {job.job_id} -o ./{job.job_id}     or: nasoa-submit predict {job.job_id} IMAGES...",
                              markup=False)
     return EXIT_OK if job.state.value == "DONE" else EXIT_JOB_FAILED
-
-
-def _winner(job: Any, children: Sequence[Any]) -> dict[str, Any] | None:
-    """The child job whose model the staged job ended with (its artifact), else the last one that finished."""
-    rows = [(row, child) for row, child in zip(child_rows(children), children, strict=True) if child.result is not None]
-    artifact = job.result.artifact_id if job.result is not None else ""
-    for row, child in rows:
-        if artifact and child.result.artifact_id == artifact:
-            return row
-    finished = [row for row, _ in rows if row["status"] in ("ok", "deadline")]
-    return finished[-1] if finished else None
 
 
 # --------------------------------------------------------------------------- commands
@@ -225,7 +199,7 @@ def status(
         jobs = [client.job(job_id)] if job_id else client.jobs(limit=limit)
         children = client.children(jobs[0]) if job_id and jobs[0].child_job_ids else []
         if as_json:
-            print_json(_job_json(client, jobs[0]) if job_id else [job_record(j) for j in jobs])
+            print_json(job_json(jobs[0], children) if job_id else [job_record(j) for j in jobs])
             return EXIT_OK
     if job_id:
         job = jobs[0]
