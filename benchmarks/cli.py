@@ -40,14 +40,18 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
-    from benchmarks._live import format_live, live_json, run_live_benchmark
+    from benchmarks._live import LIVE_POLICIES, format_live, live_json, run_live_benchmark
+    from nasoa import parse_duration
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    unknown = sorted(set(policies) - {"nasoa", "fixed", "random"})
+    unknown = sorted(set(policies) - set(LIVE_POLICIES))
     if unknown:
-        raise ValueError(f"unknown policies {unknown}: choose among nasoa, fixed, random")
+        raise ValueError(f"unknown policies {unknown}: choose among {', '.join(LIVE_POLICIES)}")
+    low, _, high = args.budgets.partition("-")
+    budget_range = (parse_duration(low), parse_duration(high or low))
     log = (lambda _m: None) if args.json else print
-    results = run_live_benchmark(args.requests, policies, args.home, progress=log, experience=args.experience or None)
+    results = run_live_benchmark(args.requests, policies, args.home, progress=log, experience=args.experience or None,
+                                 budget_range=budget_range)
     print(live_json(results) if args.json else "\n" + format_live(results))
     return 0
 
@@ -216,8 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("live", help="real fine-tuning stream through the service, per policy")
-    p.add_argument("--requests", type=int, default=30)
-    p.add_argument("--policies", default="nasoa,fixed,random")
+    p.add_argument("--requests", type=int, default=24)
+    p.add_argument("--policies", default="nasoa,nasoa-one-shot,fixed,asha",
+                   help="comma-separated: nasoa (the default generator), nasoa-one-shot, fixed, asha, random")
+    p.add_argument("--budgets", default="10s-2m", metavar="LOW-HIGH",
+                   help="budget range of the requests, six budgets spaced on a log scale (default %(default)s)")
     p.add_argument("--home", default="var/bench-live")
     p.add_argument("--experience", default=str(EXPERIENCE),
                    help="experience table every policy's adaptor starts from ('' for a cold start)")

@@ -3,7 +3,9 @@
 Starts the zoo store, the adaptor and a worker on localhost (embedded broker unless
 ``NASOA_BROKER_URL`` is set), submits a stream of requests over three built-in datasets
 with budgets from 10 s to 60 s, and prints for each the plan, the predictions and what
-really happened, then a summary of how the predictions improved along the stream.
+really happened, then a summary of how the predictions improved along the stream. A staged
+plan (probe-then-commit, successive halving) runs as child jobs: its row shows the winner and
+the worker-seconds of all its child jobs, which the budget bounds.
 """
 
 from __future__ import annotations
@@ -36,11 +38,32 @@ class StreamRow:
     predicted_seconds: float
     seconds: float
     state: str
+    worker_seconds: float = float("nan")  # all the job's runs: its child jobs' seconds for a staged plan
+    stages: int = 1
+    child_jobs: int = 0
 
 
-def request_stream(n: int) -> list[tuple[str, float]]:
-    """Datasets in turn, budgets cycling, so every dataset meets several budgets."""
-    return [(DATASETS[i % len(DATASETS)], BUDGETS[(i // len(DATASETS) + i) % len(BUDGETS)]) for i in range(n)]
+def budget_ladder(low: float, high: float, steps: int = 6) -> tuple[float, ...]:
+    """``steps`` budgets from ``low`` to ``high`` seconds, evenly spaced on a log scale, in a mixed order.
+
+    >>> budget_ladder(10, 120)
+    (10.0, 27.0, 73.0, 16.0, 44.0, 120.0)
+    """
+    if not 0 < low <= high or steps < 1:
+        raise ValueError(f"a budget range needs 0 < low <= high and steps >= 1, got {low}, {high}, {steps}")
+    ladder = [round(low * (high / low) ** (i / max(steps - 1, 1))) for i in range(steps)]
+    return tuple(float(b) for b in ladder[0::2] + ladder[1::2])  # short and long budgets alternate
+
+
+def request_stream(n: int, budgets: Sequence[float] = BUDGETS) -> list[tuple[str, float]]:
+    """Datasets in turn, budgets cycling for each dataset from its own offset, so every dataset meets
+    every budget (in ``len(budgets)`` rounds) and consecutive requests differ in budget.
+
+    >>> request_stream(4, (10, 20, 30))
+    [('builtin:digits', 10), ('builtin:shapes', 30), ('builtin:fashion-mnist', 20), ('builtin:digits', 20)]
+    """
+    count = len(DATASETS)
+    return [(DATASETS[i % count], budgets[(i // count + 2 * (i % count)) % len(budgets)]) for i in range(n)]
 
 
 def short_regime(candidate: object) -> str:
@@ -65,15 +88,25 @@ def run_stream(client: object, requests: Sequence[tuple[str, float]], out: objec
             pass
         job = client.get_job(job.job_id)  # type: ignore[attr-defined]
         result = job.result
+        children = [client.get_job(c) for c in job.child_job_ids]  # type: ignore[attr-defined]
+        if children:
+            worker_seconds = sum(c.result.seconds for c in children if c.result is not None)
+        else:
+            worker_seconds = result.seconds if result else float("nan")
+        ran = result.candidate if result else job.plan.candidate  # a staged plan's winner
+        staged = f"{len(job.plan.stages[0].runs)}>1 " if job.plan.staged else ""
         row = StreamRow(
             dataset=dataset,
             budget=budget,
-            plan=short_regime(job.plan.candidate),
+            plan=staged + short_regime(ran),
             predicted_accuracy=job.plan.prediction.accuracy,
             accuracy=result.accuracy if result else float("nan"),
-            predicted_seconds=job.plan.prediction.seconds,
+            predicted_seconds=job.plan.total_seconds(),
             seconds=result.seconds if result else float("nan"),
             state=job.state.value,
+            worker_seconds=worker_seconds,
+            stages=max(len(job.plan.stages), 1),
+            child_jobs=len(children),
         )
         rows.append(row)
         flag = "" if row.state == "DONE" else f"  [{row.state}: {job.message}]"
@@ -91,11 +124,16 @@ def summarize(rows: Sequence[StreamRow]) -> dict[str, float]:
         pairs = [(getattr(r, f"predicted_{attr}"), getattr(r, attr)) for r in part if r.state == "DONE"]
         return statistics.fmean(abs(p - a) for p, a in pairs) if pairs else float("nan")
 
+    shares = sorted(r.worker_seconds / r.budget for r in done if r.worker_seconds == r.worker_seconds)
     return {
         "requests": float(len(rows)),
         "done": float(len(done)),
         "mean_accuracy": statistics.fmean(r.accuracy for r in done) if done else float("nan"),
-        "budget_overruns": float(sum(r.seconds > r.budget for r in done)),
+        # the budget bounds the worker-seconds of all of a job's runs
+        "budget_overruns": float(sum(max(r.seconds, r.worker_seconds) > r.budget for r in done)),
+        "budget_share_mean": statistics.fmean(shares) if shares else float("nan"),
+        "budget_share_p10": _percentile(shares, 10.0),
+        "staged_jobs": float(sum(r.stages > 1 for r in rows)),
         "accuracy_mae_first_half": mae(rows[:half], "accuracy"),
         "accuracy_mae_second_half": mae(rows[half:], "accuracy"),
         "time_mae_first_half": mae(rows[:half], "seconds"),
@@ -103,11 +141,27 @@ def summarize(rows: Sequence[StreamRow]) -> dict[str, float]:
     }
 
 
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile, linearly interpolated (numpy's default).
+
+    >>> _percentile([0.2, 0.4, 0.6, 0.8, 1.0], 10)
+    0.28
+    """
+    if not sorted_values:
+        return float("nan")
+    position = (len(sorted_values) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return round(sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low), 12)
+
+
 def print_summary(summary: dict[str, float], out: object = sys.stdout) -> None:
     print("\nsummary", file=out)
     print(f"  requests done          {summary['done']:.0f} of {summary['requests']:.0f}", file=out)
     print(f"  mean accuracy          {summary['mean_accuracy']:.1f}%", file=out)
     print(f"  budget overruns        {summary['budget_overruns']:.0f}", file=out)
+    print(f"  budget used            mean {summary['budget_share_mean']:.0%}, "
+          f"10th percentile {summary['budget_share_p10']:.0%} (worker-seconds over budget)", file=out)
     print(f"  accuracy MAE (points)  first half {summary['accuracy_mae_first_half']:.1f}, "
           f"second half {summary['accuracy_mae_second_half']:.1f}", file=out)
     print(f"  time MAE (seconds)     first half {summary['time_mae_first_half']:.1f}, "
