@@ -21,7 +21,14 @@ from typing import Literal
 from river import metrics, stats
 
 from adaptor_service._hedge import PolicyHedge
-from adaptor_service._known_runs import KnownRuns, Measured, RunKey, correct_accuracy, correct_seconds
+from adaptor_service._known_runs import (
+    KnownRuns,
+    Measured,
+    RunKey,
+    correct_accuracy,
+    correct_seconds,
+    measured_curve,
+)
 from adaptor_service._predictors import (
     AccuracyPredictor,
     CandidateBlock,
@@ -66,12 +73,25 @@ def at_epochs(candidate: Candidate, epochs: int) -> Candidate:
     return replace(candidate, epochs=epochs, prior_seconds=prior)
 
 
-def predict_candidates(state: LearnedState, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
-    """The state's predictions for ``candidates`` (one batch call per model), measured runs corrected."""
+def predict_candidates(
+    state: LearnedState,
+    task: TaskSpec,
+    candidates: Sequence[Candidate],
+    curves: Sequence[Sequence[CurvePoint]] | None = None,
+) -> list[Prediction]:
+    """The state's predictions for ``candidates`` (one batch call per model), measured runs corrected.
+
+    ``curves`` (one per candidate) are the runs' own measured curves; by default those the
+    state has learned for this task.
+    """
     rows = CandidateBlock(candidates).rows(task, [c.prior_seconds for c in candidates], candidates)
     acc, acc_std = state.accuracy.predict_arrays(rows, same_task=True)
     sec, sec_std = state.time.predict_arrays(rows)
-    measured = measured_runs(state, task, candidates)
+    if curves is None:
+        measured = measured_runs(state, task, candidates)
+    else:
+        own = [(i, c, measured_curve(curve)) for i, (c, curve) in enumerate(zip(candidates, curves, strict=True))]
+        measured = [(i, c, curve) for i, c, curve in own if curve is not None]
     if measured:
         correct_seconds(measured, sec, sec_std)
         correct_accuracy(measured, acc, acc_std, accuracy_at(state, task))
