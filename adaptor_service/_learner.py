@@ -45,6 +45,9 @@ __all__ = ["LearnedState", "Learner", "accuracy_at", "at_epochs", "learn_observa
 
 log = logging.getLogger("nasoa.adaptor")
 
+# Results the time margin is measured over (the latest ones).
+TIME_ERROR_WINDOW = 50
+
 JobRef = Job | None | Literal["look up"]  # the job a result finishes, none (external run), or unknown yet
 
 
@@ -56,7 +59,9 @@ class LearnedState:
         self.time = time_model
         self.known_runs = KnownRuns()
         self.hedge = PolicyHedge()  # which policy plans better at each budget, learnt prequentially
-        self.time_log_error_q90 = stats.Quantile(0.9)
+        # The plan's time margin: the 90th percentile of log(actual / predicted) seconds over the
+        # latest results, each predicted before it was learned, so it follows the current stream.
+        self.time_log_error_q90 = stats.RollingQuantile(0.9, window_size=TIME_ERROR_WINDOW)
         self.accuracy_mae = metrics.MAE()
         self.time_rel_error = stats.Mean()
         self.last_seq = 0

@@ -56,7 +56,7 @@ class Planner:
 
     @property
     def time_margin(self) -> float:
-        """Safety factor on predicted time: the 90th percentile of past actual/predicted."""
+        """Safety factor on predicted time: the 90th percentile of actual/predicted over the latest results."""
         state = self.learner.state
         q90 = state.time_log_error_q90.get()
         if state.n_learned < 5 or q90 is None:  # None: no result had a measured time
