@@ -140,3 +140,21 @@ def test_each_epochs_data_order_is_a_pure_function_of_seed_and_epoch() -> None:
 
     assert order(0, 2) == order(0, 2) and sorted(order(0, 2)) == list(range(50))
     assert order(0, 2) != order(0, 3) and order(0, 2) != order(1, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resuming_on_cuda_equals_a_straight_cuda_run_and_the_cpu_can_continue_it() -> None:
+    spec = _spec()
+    straight_model = _model()
+    straight = run_finetune(spec, straight_model, device="cuda")
+    first = run_finetune(spec, _model(), device="cuda", stop_after_epochs=1)
+    assert first.checkpoint is not None and set(first.checkpoint.rng) == {"cpu", "cuda"}
+    checkpoint = TrainingCheckpoint.from_bytes(first.checkpoint.to_bytes())
+    resumed_model = _model()
+    resumed = run_finetune(spec, resumed_model, device="cuda", resume=checkpoint)
+    # cuDNN's convolution gradients may add in any order: equal up to that noise.
+    assert [p.accuracy for p in resumed.curve] == pytest.approx([p.accuracy for p in straight.curve], abs=2.0)
+    for key, value in straight_model.state_dict().items():
+        torch.testing.assert_close(resumed_model.state_dict()[key], value, atol=1e-3, rtol=1e-3, msg=key)
+    on_cpu = run_finetune(spec, _model(), device="cpu", resume=checkpoint)  # another kind of worker
+    assert on_cpu.epochs_completed == 3 and on_cpu.curve[0] == first.curve[0]

@@ -53,7 +53,8 @@ class TrainingCheckpoint:
     """A run stopped after ``epoch`` epochs of its schedule (see the module docstring).
 
     ``curve`` holds one point per epoch done, with seconds cumulative over the run's stages.
-    Tensors are on the CPU.  :meth:`to_bytes` and :meth:`from_bytes` round-trip exactly.
+    A run's checkpoint keeps its tensors on the training device; :meth:`from_bytes` gives them
+    on the CPU.  :meth:`to_bytes` and :meth:`from_bytes` round-trip exactly.
     """
 
     fingerprint: dict[str, Any]

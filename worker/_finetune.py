@@ -132,7 +132,8 @@ class FinetuneResult:
     weights.  ``seconds`` is the whole call, data loading and evaluation included.
 
     A resumed run's ``curve`` is the whole run's, the checkpoint's epochs first
-    (``resumed_epochs`` of them), with cumulative seconds.  ``checkpoint`` is set when the run
+    (``resumed_epochs`` of them), with cumulative seconds; ``epochs_completed`` counts them
+    all, and ``seconds`` this call alone.  ``checkpoint`` is set when the run
     stopped as planned (``stop_after_epochs``) before the end of its schedule: continue it with
     ``run_finetune(..., resume=result.checkpoint)``.
     """
