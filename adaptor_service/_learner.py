@@ -121,13 +121,19 @@ def learn_observation(state: LearnedState, seq: int, obs: Observation) -> None:
     state.last_seq = seq
     if not_learned_reason(obs):
         return  # recorded (the log keeps it), never learned: it measured nothing real
-    x = make_features(obs.task, obs.candidate)
+    # A staged run's probe stopped as planned: it measured its schedule up to the last epoch it
+    # reached. A continued run reports only its own seconds; its curve holds the whole run's.
+    reached = obs.candidate
+    if obs.status == "stopped" and obs.curve:
+        reached = at_epochs(obs.candidate, obs.curve[-1].epoch)
+    run_seconds = max(obs.seconds, obs.curve[-1].seconds if obs.curve else 0.0)
+    x = make_features(obs.task, reached)
     accuracy, _ = state.accuracy.predict_dist(x)
     seconds, _ = state.time.predict_dist(x)
     state.accuracy_mae.update(obs.accuracy, accuracy)
-    if obs.seconds > 0:
-        state.time_rel_error.update(abs(seconds - obs.seconds) / obs.seconds)
-        state.time_log_error_q90.update(math.log(max(obs.seconds, 1e-3) / max(seconds, 1e-3)))
+    if run_seconds > 0:
+        state.time_rel_error.update(abs(seconds - run_seconds) / run_seconds)
+        state.time_log_error_q90.update(math.log(max(run_seconds, 1e-3) / max(seconds, 1e-3)))
     points = obs.curve or (CurvePoint(obs.candidate.epochs, obs.accuracy, obs.seconds),)
     # The hedge scores both policies on this result before the models learn it (prequential).
     scored = predict_candidates(state, obs.task, [at_epochs(obs.candidate, p.epoch) for p in points])

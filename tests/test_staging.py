@@ -144,3 +144,17 @@ def test_one_shot_plans_are_unchanged(tiny_space, digits_task):
     job = adaptor.submit(digits_task, job_id="solo")
     assert not job.plan.staged and job.child_job_ids == () and dispatcher.jobs == ["solo"]
     assert isinstance(job.plan, Plan)
+
+
+def test_a_probe_is_validated_at_the_epoch_it_reached_not_its_whole_schedule(staged, digits_task):
+    adaptor, _ = staged
+    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="p8")
+    probe = adaptor.get_job(parent.child_job_ids[0])
+    whole = adaptor.predict(probe.task, [probe.plan.candidate])[0].seconds
+    first = adaptor.predict(probe.task, [replace(probe.plan.candidate, epochs=1,
+                                                 prior_seconds=probe.plan.candidate.prior_seconds / 3)])[0].seconds
+    adaptor.observe(_result(probe, [50.0], seconds_per_epoch=first, status="stopped"))
+    # One epoch took what one epoch was predicted to take: no error, although the whole
+    # schedule was predicted to take three times as long.
+    assert whole > 2 * first
+    assert adaptor.state.time_rel_error.get() == pytest.approx(0.0, abs=0.05)
