@@ -28,6 +28,7 @@ from adaptor_service._planner import Planner
 from adaptor_service._predictors import AccuracyPredictor, TimePredictor
 from adaptor_service._schedulers import OneShotGenerator, ScheduleGenerator
 from adaptor_service._snapshots import Snapshots
+from adaptor_service._staging import Schedules
 from adaptor_service._stores import JobStore, MemoryStore
 from nasoa_contracts import Candidate, CurvePoint, Job, JobEvent, JobState, Observation, Plan, Prediction, TaskSpec
 
@@ -113,6 +114,7 @@ class Adaptor:
         self.planner = Planner(self.learner, candidate_space, generator or OneShotGenerator(), default_margin,
                                feature_cache_size, self.limits.feature_cache_mb << 20)
         self.jobs = JobLifecycle(store, dispatcher)
+        self.jobs.schedules = Schedules(self.jobs, self.planner.predict)
         self.learner.restore(store)
         self.learner.start()
 

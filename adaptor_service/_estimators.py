@@ -116,6 +116,11 @@ class BatchRefitRegressor(base.Regressor):
         yield {"min_samples": 10, "max_iter": 10}
         yield {"min_samples": 10, "max_iter": 10, "window": 50}
 
+    @property
+    def buffered_samples(self) -> int:
+        """Samples kept for the next refit (at most about ``window``)."""
+        return len(self._ys)
+
     def learn_one(self, x: Mapping[str, float], y: float) -> None:
         if self._starter is not None and not self._members:
             # Keys in name order: River's linear models round differently with another order.

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from adaptor_service._stores import JobStore
 from adaptor_service._validation import not_learned_reason
@@ -29,6 +29,9 @@ from nasoa_contracts import (
     ServiceUnavailable,
     TaskSpec,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from adaptor_service._staging import Schedules
 
 __all__ = ["NOT_QUEUED", "DispatchError", "Dispatcher", "JobLifecycle", "check_job_id"]
 
@@ -48,13 +51,23 @@ class Dispatcher(Protocol):
 
 
 class JobLifecycle:
-    """Jobs and their events in a :class:`JobStore`; dispatch through a :class:`Dispatcher`."""
+    """Jobs and their events in a :class:`JobStore`; dispatch through a :class:`Dispatcher`.
+
+    A job with a staged plan is a parent: ``schedules`` runs it as child jobs, and hears of
+    its children's progress and ends here.
+    """
 
     def __init__(self, store: JobStore, dispatcher: Dispatcher | None = None) -> None:
         self.store = store
         self.dispatcher = dispatcher
+        self.schedules: Schedules | None = None
         self._lock = threading.RLock()  # read-modify-write of one job at a time
         self._changed = threading.Condition()  # wakes watchers when an event lands
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held for every read-modify-write of a stored job."""
+        return self._lock
 
     def submit(self, task: TaskSpec, job_id: str, plan_for: Callable[[TaskSpec], Plan]) -> Job:
         """Plan ``task``, store it as a job and dispatch it. Idempotent by ``job_id``.
@@ -78,13 +91,22 @@ class JobLifecycle:
         job, created = self.store.create_job(job)
         if not created:
             return job
-        self.event(job, "state", "planned: " + plan.candidate.describe())
+        what = plan.candidate.describe()
+        if plan.staged:
+            runs = sum(len(s.runs) for s in plan.stages)
+            what = f"{len(plan.stages)} stages, {runs} runs, predicted winner {what}"
+        self.event(job, "state", "planned: " + what)
         return self.dispatch(job)
 
     def dispatch(self, job: Job) -> Job:
-        """Hand ``job`` to the workers; on failure it stays QUEUED, marked :data:`NOT_QUEUED`."""
+        """Hand ``job`` to the workers; on failure it stays QUEUED, marked :data:`NOT_QUEUED`.
+
+        A staged parent is not sent: its current stage's children are (created if need be).
+        """
         if self.dispatcher is None:
             return job
+        if job.plan.staged and not job.parent_job_id and self.schedules is not None:
+            return self.schedules.resume(job)
         try:
             self.dispatcher.dispatch(job)
         except Exception as exc:  # the broker's errors vary by transport
@@ -108,15 +130,15 @@ class JobLifecycle:
             return job
         return self.set_state_if(job_id, JobState.QUEUED, JobState.QUEUED, "queued again: its message was lost")
 
-    def fail_open_job(self, job_id: str, reason: str) -> Job | None:
-        """Mark a job that is not finished FAILED with ``reason``; None if unknown or finished."""
+    def fail_open_job(self, job_id: str, reason: str, state: JobState = JobState.FAILED) -> Job | None:
+        """Mark a job that is not finished FAILED (or ``state``) with ``reason``; None if unknown or finished."""
         try:
             job = self.store.get_job(job_id)
         except NotFound:
             return None
         if job.state.finished:
             return None
-        return self.set_state_if(job_id, job.state, JobState.FAILED, reason)
+        return self.set_state_if(job_id, job.state, state, reason)
 
     def set_state_if(self, job_id: str, expected: JobState, state: JobState, message: str) -> Job | None:
         """:meth:`set_state` if the job is still in state ``expected`` (else None): no lost update."""
@@ -146,7 +168,18 @@ class JobLifecycle:
             job = replace(job, state=state, message=message or job.message, updated_at=time.time())
             self.store.update_job(job)
             self.event(job, "state", message)
-            return job
+        if state.finished:
+            self._settled(job)
+        return job
+
+    def _settled(self, job: Job) -> None:
+        """A job reached a final state: its parent may go on, its children stop with it."""
+        if self.schedules is None:
+            return
+        if job.parent_job_id:
+            self.schedules.child_settled(job)
+        elif job.child_job_ids and job.state == JobState.CANCELLED:
+            self.schedules.cancel_children(job)
 
     def event(self, job: Job, kind: str, message: str = "", point: CurvePoint | None = None) -> None:
         self.store.append_event(
@@ -198,6 +231,8 @@ class JobLifecycle:
         if job.state.finished:
             return
         self.event(job, "progress", f"epoch {point.epoch}", point)
+        if job.parent_job_id and self.schedules is not None:
+            self.schedules.child_progress(job, point)
 
     def finish(self, obs: Observation, job: Job | None | str = "look up") -> None:
         """End the job ``obs`` is the result of (DONE, or FAILED for a failed run)."""
@@ -220,6 +255,7 @@ class JobLifecycle:
             self.store.update_job(job)
         point = CurvePoint(obs.curve[-1].epoch if obs.curve else 0, obs.accuracy, obs.seconds)
         self.event(job, "result", message or f"{state.value.lower()}: {obs.accuracy:.1f}%", point)
+        self._settled(job)
 
     def finish_duplicates(self, results: Sequence[tuple[Observation, object]], positions: Sequence[int | None]) -> None:
         """A result sent again finishes its job if the first one was recorded but the job not finished.

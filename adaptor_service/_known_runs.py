@@ -25,7 +25,7 @@ import numpy as np
 
 from nasoa_contracts import Candidate, CurvePoint, Observation, TaskSpec
 
-__all__ = ["KnownRuns", "Measured", "RunKey", "correct_accuracy", "correct_seconds", "rows_by_run", "run_key"]
+__all__ = ["KnownRuns", "Measured", "RunKey", "correct_accuracy", "correct_seconds", "measured_curve", "rows_by_run", "run_key"]
 
 RunKey = tuple[str, tuple[tuple[str, object], ...]]
 
@@ -85,6 +85,15 @@ class KnownRuns:
             return []
         rows_of = rows_of if rows_of is not None else rows_by_run(candidates)
         return [(i, curve) for key, curve in runs.items() for i in rows_of.get(key, ())]
+
+
+def measured_curve(points: Sequence[CurvePoint]) -> _Curve | None:
+    """A run's curve as :class:`KnownRuns` keeps it (None when no epoch was measured)."""
+    measured = {p.epoch: (p.accuracy, p.seconds) for p in points if p.epoch >= 1}
+    if not measured:
+        return None
+    epochs = sorted(measured)
+    return _Curve(epochs, [measured[e][0] for e in epochs], [measured[e][1] for e in epochs])
 
 
 def rows_by_run(candidates: Sequence[Candidate]) -> dict[RunKey, list[int]]:

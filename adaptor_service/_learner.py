@@ -21,7 +21,14 @@ from typing import Literal
 from river import metrics, stats
 
 from adaptor_service._hedge import PolicyHedge
-from adaptor_service._known_runs import KnownRuns, Measured, RunKey, correct_accuracy, correct_seconds
+from adaptor_service._known_runs import (
+    KnownRuns,
+    Measured,
+    RunKey,
+    correct_accuracy,
+    correct_seconds,
+    measured_curve,
+)
 from adaptor_service._predictors import (
     AccuracyPredictor,
     CandidateBlock,
@@ -38,6 +45,9 @@ __all__ = ["LearnedState", "Learner", "accuracy_at", "at_epochs", "learn_observa
 
 log = logging.getLogger("nasoa.adaptor")
 
+# Results the time margin is measured over (the latest ones).
+TIME_ERROR_WINDOW = 50
+
 JobRef = Job | None | Literal["look up"]  # the job a result finishes, none (external run), or unknown yet
 
 
@@ -49,7 +59,9 @@ class LearnedState:
         self.time = time_model
         self.known_runs = KnownRuns()
         self.hedge = PolicyHedge()  # which policy plans better at each budget, learnt prequentially
-        self.time_log_error_q90 = stats.Quantile(0.9)
+        # The plan's time margin: the 90th percentile of log(actual / predicted) seconds over the
+        # latest results, each predicted before it was learned, so it follows the current stream.
+        self.time_log_error_q90 = stats.RollingQuantile(0.9, window_size=TIME_ERROR_WINDOW)
         self.accuracy_mae = metrics.MAE()
         self.time_rel_error = stats.Mean()
         self.last_seq = 0
@@ -66,12 +78,25 @@ def at_epochs(candidate: Candidate, epochs: int) -> Candidate:
     return replace(candidate, epochs=epochs, prior_seconds=prior)
 
 
-def predict_candidates(state: LearnedState, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
-    """The state's predictions for ``candidates`` (one batch call per model), measured runs corrected."""
+def predict_candidates(
+    state: LearnedState,
+    task: TaskSpec,
+    candidates: Sequence[Candidate],
+    curves: Sequence[Sequence[CurvePoint]] | None = None,
+) -> list[Prediction]:
+    """The state's predictions for ``candidates`` (one batch call per model), measured runs corrected.
+
+    ``curves`` (one per candidate) are the runs' own measured curves; by default those the
+    state has learned for this task.
+    """
     rows = CandidateBlock(candidates).rows(task, [c.prior_seconds for c in candidates], candidates)
     acc, acc_std = state.accuracy.predict_arrays(rows, same_task=True)
     sec, sec_std = state.time.predict_arrays(rows)
-    measured = measured_runs(state, task, candidates)
+    if curves is None:
+        measured = measured_runs(state, task, candidates)
+    else:
+        own = [(i, c, measured_curve(curve)) for i, (c, curve) in enumerate(zip(candidates, curves, strict=True))]
+        measured = [(i, c, curve) for i, c, curve in own if curve is not None]
     if measured:
         correct_seconds(measured, sec, sec_std)
         correct_accuracy(measured, acc, acc_std, accuracy_at(state, task))
@@ -96,13 +121,19 @@ def learn_observation(state: LearnedState, seq: int, obs: Observation) -> None:
     state.last_seq = seq
     if not_learned_reason(obs):
         return  # recorded (the log keeps it), never learned: it measured nothing real
-    x = make_features(obs.task, obs.candidate)
+    # A staged run's probe stopped as planned: it measured its schedule up to the last epoch it
+    # reached. A continued run reports only its own seconds; its curve holds the whole run's.
+    reached = obs.candidate
+    if obs.status == "stopped" and obs.curve:
+        reached = at_epochs(obs.candidate, obs.curve[-1].epoch)
+    run_seconds = max(obs.seconds, obs.curve[-1].seconds if obs.curve else 0.0)
+    x = make_features(obs.task, reached)
     accuracy, _ = state.accuracy.predict_dist(x)
     seconds, _ = state.time.predict_dist(x)
     state.accuracy_mae.update(obs.accuracy, accuracy)
-    if obs.seconds > 0:
-        state.time_rel_error.update(abs(seconds - obs.seconds) / obs.seconds)
-        state.time_log_error_q90.update(math.log(max(obs.seconds, 1e-3) / max(seconds, 1e-3)))
+    if run_seconds > 0:
+        state.time_rel_error.update(abs(seconds - run_seconds) / run_seconds)
+        state.time_log_error_q90.update(math.log(max(run_seconds, 1e-3) / max(seconds, 1e-3)))
     points = obs.curve or (CurvePoint(obs.candidate.epochs, obs.accuracy, obs.seconds),)
     # The hedge scores both policies on this result before the models learn it (prequential).
     scored = predict_candidates(state, obs.task, [at_epochs(obs.candidate, p.epoch) for p in points])

@@ -21,7 +21,7 @@ from adaptor_service._known_runs import Measured, RunKey, correct_accuracy, corr
 from adaptor_service._learner import Learner, accuracy_at, measured_runs, predict_candidates
 from adaptor_service._predictors import CandidateBlock, FeatureRows, make_features
 from adaptor_service._schedulers import ScheduleGenerator, ScoredCandidate
-from nasoa_contracts import Candidate, InvalidArgument, NotFound, Plan, Prediction, TaskSpec
+from nasoa_contracts import Candidate, CurvePoint, InvalidArgument, NotFound, Plan, Prediction, TaskSpec
 
 __all__ = ["Planner"]
 
@@ -56,17 +56,22 @@ class Planner:
 
     @property
     def time_margin(self) -> float:
-        """Safety factor on predicted time: the 90th percentile of past actual/predicted."""
+        """Safety factor on predicted time: the 90th percentile of actual/predicted over the latest results."""
         state = self.learner.state
         q90 = state.time_log_error_q90.get()
         if state.n_learned < 5 or q90 is None:  # None: no result had a measured time
             return self.default_margin
         return min(3.0, max(1.0, math.exp(q90)))
 
-    def predict(self, task: TaskSpec, candidates: Sequence[Candidate]) -> list[Prediction]:
-        """Predictions for ``candidates`` (one batch call per predictor), measured runs corrected."""
+    def predict(
+        self, task: TaskSpec, candidates: Sequence[Candidate], curves: Sequence[Sequence[CurvePoint]] | None = None
+    ) -> list[Prediction]:
+        """Predictions for ``candidates`` (one batch call per predictor), measured runs corrected.
+
+        ``curves``: each candidate's own measured curve (by default, those learned for the task).
+        """
         with self.learner.lock:
-            return predict_candidates(self.learner.state, task, candidates)
+            return predict_candidates(self.learner.state, task, candidates, curves)
 
     def _best_prior_rows(self, task: TaskSpec, candidates: Sequence[Candidate], margin: float) -> np.ndarray | None:
         """Best-prior's candidates, when the hedge trusts it more than the predictors at this budget."""

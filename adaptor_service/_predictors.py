@@ -59,6 +59,11 @@ class _Params(base.Regressor):
         if isinstance(model, BatchRefitRegressor):
             model.refit()
 
+    def buffered_samples(self) -> int | None:
+        """Samples the batch model's training buffer holds (None for a River model: no buffer)."""
+        model = getattr(self, "_model", None)
+        return model.buffered_samples if isinstance(model, BatchRefitRegressor) else None
+
 
 class _TaskPrior:
     """The level and spread of an unseen task: the mean over the tasks known well enough.

@@ -97,6 +97,14 @@ class Reconciler:
             except DispatchError as exc:
                 log.warning("job %s still not queued: %s", job.job_id, exc)
                 break  # the broker is down: the next round tries again
+        # A staged job whose stage settled while the adaptor was down goes on to its next stage.
+        schedules = self.adaptor.jobs.schedules
+        for job in self.adaptor.store.list_jobs(limit=10_000, state=JobState.RUNNING):
+            if job.child_job_ids and schedules is not None:
+                try:
+                    schedules.resume(job)
+                except DispatchError as exc:
+                    log.warning("staged job %s not advanced: %s", job.job_id, exc)
         if requeued or failed:
             log.info("reconciler: queued %d job(s) again, failed %d dead-lettered", len(requeued), len(failed))
         return ReconcileReport(requeued, failed)

@@ -19,7 +19,7 @@ __all__ = ["SNAPSHOT_FORMAT", "Snapshots"]
 
 log = logging.getLogger("nasoa.adaptor")
 
-SNAPSHOT_FORMAT = 3  # 2: the state keeps the measured runs (KnownRuns); 3: and the policy hedge
+SNAPSHOT_FORMAT = 4  # 2: the state keeps the measured runs (KnownRuns); 3: the policy hedge; 4: rolling time error
 
 
 class Snapshots:

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from adaptor_service._adaptor import Adaptor
 from adaptor_service._candidates import DEFAULT_SPACE_FILE, CandidateSpace, ModelInfo, RegimeGrid
 from adaptor_service._limits import Limits
+from adaptor_service._predictors import AccuracyPredictor, TimePredictor
 from adaptor_service._reconciler import Reconciler
 from adaptor_service._schedulers import make_generator
 from adaptor_service._servicer import AdaptorServicer
@@ -148,6 +149,8 @@ def adaptor_from_settings(settings: AdaptorSettings) -> Adaptor:
         snapshot_every=settings.snapshot_every,
         learn_in_background=settings.learn == "background",
         limits=Limits.from_settings(settings),
+        accuracy_predictor=AccuracyPredictor(window=settings.training_window),
+        time_predictor=TimePredictor(window=settings.training_window),
     )
 
 

@@ -1,7 +1,8 @@
 """The artifact store's client: upload (workers), download (users), both resumable.
 
-Downloads land in a folder as ``model.safetensors``, ``manifest.json`` and ``SHA256SUMS``
-(``sha256sum -c`` format).  Each file streams into ``<name>.part`` from where a broken
+Downloads land in a folder as ``model.safetensors``, ``manifest.json`` (with
+``checkpoint.safetensors``, the training checkpoint of a job that stopped as planned) and
+``SHA256SUMS`` (``sha256sum -c`` format); ``names`` picks some of the files only.  Each file streams into ``<name>.part`` from where a broken
 transfer stopped, is sha256-verified, then renamed into place; a bad copy is fetched once more
 from scratch before the download is refused.  An existing file that fails its sha256 (a
 truncated or tampered earlier download) is refused and fetched again.
@@ -157,15 +158,22 @@ class ArtifactClient:
             raise ChecksumMismatch(f"{name} of artifact {artifact.artifact_id} failed its sha256 check")
         return data
 
-    def download(self, artifact: StoredArtifact, directory: str | os.PathLike[str], progress: bool = True) -> Path:
-        """Every file of ``artifact`` into ``directory``, verified; returns the folder."""
-        from zoo_store import ChecksumMismatch
+    def download(self, artifact: StoredArtifact, directory: str | os.PathLike[str], progress: bool = True,
+                 names: tuple[str, ...] = ()) -> Path:  # fmt: skip
+        """Every file of ``artifact`` (or those in ``names``) into ``directory``, verified;
+        returns the folder."""
+        from zoo_store import ArtifactNotFound, ChecksumMismatch
 
+        missing = sorted(set(names) - set(artifact.files))
+        if missing:
+            raise ArtifactNotFound(f"artifact {artifact.artifact_id} of job {artifact.job_id!r} has no "
+                                   f"{', '.join(missing)}; it has {', '.join(sorted(artifact.files))}")  # fmt: skip
+        wanted = {name: f for name, f in artifact.files.items() if not names or name in names}
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
-        total = sum(size for _, size in artifact.files.values())
+        total = sum(size for _, size in wanted.values())
         with _progress_bar(total, f"artifact {artifact.artifact_id}", progress) as bar:
-            for name, (sha, size) in sorted(artifact.files.items()):
+            for name, (sha, size) in sorted(wanted.items()):
                 dest = folder / name
                 if dest.exists():
                     if dest.stat().st_size == size and _sha256_file(dest) == sha:
@@ -186,9 +194,20 @@ class ArtifactClient:
                         "%s of artifact %s failed its sha256 check; fetching it again", name, artifact.artifact_id
                     )
                     bar.update(-size)
-        sums = "".join(f"{sha}  {name}\n" for name, (sha, _) in sorted(artifact.files.items()))
+        sums = "".join(f"{sha}  {name}\n" for name, (sha, _) in sorted(wanted.items()))
         (folder / SUMS).write_text(sums)
         return folder
+
+    def download_training_checkpoint(self, job_id: str, directory: str | os.PathLike[str]) -> Path:
+        """The training checkpoint stored by job ``job_id`` (stopped as planned), downloaded into
+        ``directory`` (resumable, sha256-verified); returns its path.  ArtifactNotFound when the
+        job stored no artifact, or one without a checkpoint."""
+        from zoo_store import TRAINING_CHECKPOINT_FILE
+
+        artifact = self.get(job_id=job_id)
+        return self.download(artifact, directory, progress=False, names=(TRAINING_CHECKPOINT_FILE,)) / (
+            TRAINING_CHECKPOINT_FILE
+        )
 
     def _fetch_into(self, artifact_id: str, name: str, size: int, partial: Path, bar: Any) -> str:
         """Complete ``partial`` from its size on; returns the sha256 of the whole file."""
@@ -223,13 +242,14 @@ class ArtifactClient:
     # ---- uploading
 
     def upload(self, job_id: str, weights: Path, manifest: Path, job_created_at: float = 0.0,
-               sha256: dict[str, str] | None = None) -> StoredArtifact:  # fmt: skip
-        """Upload both files (resuming where the store stopped) and commit the job's artifact.
+               sha256: dict[str, str] | None = None, checkpoint: Path | None = None) -> StoredArtifact:  # fmt: skip
+        """Upload the files (resuming where the store stopped) and commit the job's artifact.
 
-        ``sha256`` may give the files' digests by name when the caller has them (from saving).
+        ``checkpoint`` is the training checkpoint of a run stopped as planned (the manifest must
+        name it).  ``sha256`` may give the files' digests by name when the caller has them.
         """
         known = dict(sha256 or {})
-        for path in (weights, manifest):  # the manifest last: it names the weights
+        for path in (weights, *([checkpoint] if checkpoint else []), manifest):  # the manifest last: it names the rest
             known[path.name] = known.get(path.name) or _sha256_file(path)
             self._upload_file(job_id, path, known[path.name])
         request = apb.CommitArtifactRequest(job_id=job_id, manifest_sha256=known[manifest.name],

@@ -163,6 +163,9 @@ class AdaptorSettings(_Served, _Queues):
     rpc_threads: int = Field(32, gt=0, description="server threads for unary calls and Observe streams")
     feature_cache_mb: int = Field(256, gt=0, description="memory of the tasks' cached feature rows, MB")
     max_snapshot_mb: int = Field(256, gt=0, description="a larger snapshot is logged as an error, MB")
+    training_window: int = Field(
+        1_000_000, gt=0, description="samples each predictor's training buffer keeps (the oldest are dropped)"
+    )
     warm_start: str = Field(
         "", description="experience table (.jsonl/.csv) learned at start; empty: the shipped one; none: start cold"
     )

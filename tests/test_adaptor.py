@@ -225,3 +225,23 @@ def test_warm_start_from_an_experience_file_is_idempotent(tmp_path, tiny_space, 
     # Past runs get the same features as the service's own candidates.
     logged = [o for _, o in adaptor.store.observations_after(0)]
     assert logged[0].candidate.prior_seconds is not None and logged[0].candidate.model_features
+
+
+def test_time_margin_follows_the_latest_results_so_it_falls_once_times_are_predictable(tiny_space, digits_task):
+    import random
+
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    candidate = adaptor.recommend(digits_task).candidate
+    rng = random.Random(0)
+
+    def send(i: int, seconds: float) -> None:
+        adaptor.observe(Observation(f"m{i}", digits_task, candidate, 80.0, seconds,
+                                    (CurvePoint(candidate.epochs, 80.0, seconds),)))
+
+    for i in range(40):  # an erratic start: times the model cannot predict
+        send(i, rng.choice([1.0, 9.0]))
+    erratic = adaptor.time_margin
+    for i in range(40, 190):  # then the same run always takes 4 s
+        send(i, 4.0)
+    assert erratic > 1.5
+    assert adaptor.time_margin < 1.1  # the erratic start no longer counts

@@ -120,3 +120,22 @@ def test_zoo_serves_reflection_behind_the_same_setting(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_training_window_setting_bounds_the_predictors_buffers(zoo_address, tmp_path, monkeypatch):
+    from adaptor_service.server import adaptor_from_settings
+    from nasoa_contracts import AdaptorSettings, CurvePoint, Observation, load_settings
+
+    monkeypatch.setenv("NASOA_HOME", str(tmp_path))
+    monkeypatch.setenv("NASOA_ZOO_ADDRESS", zoo_address)
+    monkeypatch.setenv("NASOA_DISPATCH", "none")
+    monkeypatch.setenv("NASOA_TRAINING_WINDOW", "40")
+    adaptor = adaptor_from_settings(load_settings(AdaptorSettings))
+    task = TaskSpec("builtin:digits", 30, {"num_samples": 1347.0, "num_classes": 10.0})
+    candidate = adaptor.recommend(task).candidate
+    for i in range(30):  # 30 results of 3 curve points: 90 samples, more than the window
+        curve = tuple(CurvePoint(e, 50.0 + e, 2.0 * e) for e in (1, 2, 3))
+        adaptor.observe(Observation(f"w{i}", task, candidate, 53.0, 6.0, curve))
+    for predictor in (adaptor.state.accuracy, adaptor.state.time):
+        assert predictor.window == 40
+        assert predictor.buffered_samples() <= 40 + 40 // 16

@@ -71,6 +71,38 @@ def test_upload_commit_download_round_trip(tmp_path, serve):
     assert len(store.records()) == 1 and not list((store.root / "uploads").iterdir())
 
 
+def test_a_training_checkpoint_travels_as_a_third_file_and_counts_for_retention(tmp_path, serve):
+    import torch
+
+    address, store = serve(min_free_bytes=0, max_bytes=1, min_age_seconds=1e12)  # over the cap, but young
+    out = tmp_path / "out"
+    weights, manifest = _artifact(out, "probe")
+    checkpoint = out / "checkpoint.safetensors"
+    sha, size = save_safetensors({"model/w": torch.ones(50_000)}, checkpoint)
+    with ArtifactClient(address, token=TOKEN) as client:
+        with pytest.raises(ValueError, match="checkpoint.safetensors named by the manifest of job 'probe' was not"):
+            # The manifest must name it to upload it, and must not name one that was not uploaded.
+            body = json.loads(manifest.read_text())
+            body["files"]["checkpoint.safetensors"] = {"sha256": "0" * 64, "size": 10}
+            manifest.write_text(json.dumps(body))
+            client.upload("probe", weights, manifest)
+        body["files"]["checkpoint.safetensors"] = {"sha256": sha, "size": size}
+        manifest.write_text(json.dumps(body))
+        stored = client.upload("probe", weights, manifest, checkpoint=checkpoint)
+        assert stored.files["checkpoint.safetensors"] == (sha, size)
+        assert stored.size_bytes == size + weights.stat().st_size + manifest.stat().st_size
+        path = client.download_training_checkpoint("probe", tmp_path / "resume")
+        assert path.read_bytes() == checkpoint.read_bytes() and not (path.parent / "model.safetensors").exists()
+        plain_weights, plain_manifest = _artifact(tmp_path / "plain", "plain")
+        client.upload("plain", plain_weights, plain_manifest)
+        with pytest.raises(ArtifactNotFound, match="of job 'plain' has no checkpoint.safetensors"):
+            client.download_training_checkpoint("plain", tmp_path / "none")
+    assert store.total_bytes() == stored.size_bytes + plain_weights.stat().st_size + plain_manifest.stat().st_size
+    # Retention deletes the checkpoint's blob with its artifact.
+    old = ArtifactStore(store.root, ArtifactSettings(max_count=1, min_age_seconds=0.0, min_free_bytes=0))
+    assert [r.job_id for r in old.records()] == ["plain"] and not old.blob_path(sha).exists()
+
+
 def test_broken_upload_and_download_resume_from_their_offset(tmp_path, serve):
     address, store = serve(min_free_bytes=0)
     weights, manifest = _artifact(tmp_path / "out", "job-r", numel=3_000_000)  # 12 MB: three chunks

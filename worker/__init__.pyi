@@ -1,5 +1,6 @@
 from ._artifacts import keep_model as keep_model
 from ._artifacts import recover as recover
+from ._checkpoints import TrainingCheckpoint as TrainingCheckpoint
 from ._finetune import EpochProgress as EpochProgress
 from ._finetune import FinetuneCancelled as FinetuneCancelled
 from ._finetune import FinetuneResult as FinetuneResult

@@ -3,15 +3,24 @@
 No Celery and no gRPC here: the task wrappers call :func:`run_finetune` and forward its
 progress and result.  torch is imported inside the functions, so importing this module (in a
 Celery parent process, say) initialises neither torch threads nor CUDA.
+
+A run is defined by its whole planned schedule (``FinetuneSpec.epochs``, with the cosine
+learning rate over all of them).  It may stop after any epoch (``stop_after_epochs``) with a
+:class:`~worker._checkpoints.TrainingCheckpoint` and continue later, on any worker
+(``resume=``), the same as if it had never stopped: each epoch's data order is a pure function
+of (seed, epoch), and weights, optimiser, scheduler and RNG states travel in the checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from worker._checkpoints import TrainingCheckpoint, cloned, run_fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -19,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "EpochProgress",
+    "EpochShuffle",
     "FinetuneCancelled",
     "FinetuneResult",
     "FinetuneSpec",
@@ -102,7 +112,8 @@ class FinetuneSpec:
 
 @dataclass(frozen=True)
 class EpochProgress:
-    """One finished epoch: validation accuracy (percent) and seconds since the call started."""
+    """One finished epoch: validation accuracy (percent) and seconds since the call started
+    (for a resumed run: since the run started, the earlier stages' seconds included)."""
 
     epoch: int  # 1-based
     accuracy: float
@@ -119,6 +130,12 @@ class FinetuneResult:
     that epoch, or 0 for the weights at a deadline that stopped training mid-epoch, when they
     scored best).  ``accuracy`` (percent) is the test split's, measured once, on those
     weights.  ``seconds`` is the whole call, data loading and evaluation included.
+
+    A resumed run's ``curve`` is the whole run's, the checkpoint's epochs first
+    (``resumed_epochs`` of them), with cumulative seconds; ``epochs_completed`` counts them
+    all, and ``seconds`` this call alone.  ``checkpoint`` is set when the run
+    stopped as planned (``stop_after_epochs``) before the end of its schedule: continue it with
+    ``run_finetune(..., resume=result.checkpoint)``.
     """
 
     accuracy: float
@@ -132,6 +149,8 @@ class FinetuneResult:
     class_names: tuple[str, ...] = ()
     split_sizes: tuple[int, int, int] = (0, 0, 0)  # train (fitted), validation, test
     dataset_uri: str = ""  # canonical
+    checkpoint: TrainingCheckpoint | None = None
+    resumed_epochs: int = 0
 
 
 def run_finetune(
@@ -140,6 +159,9 @@ def run_finetune(
     progress: Callable[[EpochProgress], None] | None = None,
     device: str = "cpu",
     should_stop: Callable[[], bool] | None = None,
+    *,
+    stop_after_epochs: int = 0,
+    resume: TrainingCheckpoint | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` in place on ``spec.dataset_uri`` and evaluate it.
 
@@ -153,19 +175,37 @@ def run_finetune(
     goes.  The deadline cannot undercut loading the data and one evaluation.
     ``progress`` is called after each epoch's evaluation; ``should_stop`` is polled before every
     batch and raises :class:`FinetuneCancelled` when it returns True.
+
+    ``stop_after_epochs`` (0: the whole schedule) ends training after that epoch of the
+    schedule and returns a checkpoint with the result.  ``resume`` continues the run of a
+    checkpoint: ``model`` is then a fresh copy of the same pretrained model, and ``spec`` the
+    run's spec (its ``deadline_seconds``, ``data_root`` and ``num_threads`` may differ; the
+    deadline counts from this call).  ``progress`` sees only the epochs this call trains.
     Raises ``nasoa_data.DatasetError`` for a bad dataset and ``ValueError`` for a model with
-    fewer stages than ``frozen_stages``.
+    fewer stages than ``frozen_stages``, or a checkpoint of another run.
     """
     start = time.monotonic()
     import torch
+
+    if isinstance(stop_after_epochs, bool) or not isinstance(stop_after_epochs, int) or stop_after_epochs < 0:
+        raise ValueError(f"stop_after_epochs must be an integer >= 0, got {stop_after_epochs!r}")
+    if resume is not None and resume.epoch >= spec.epochs:
+        raise ValueError(f"the checkpoint is at epoch {resume.epoch} of a {spec.epochs}-epoch schedule: "
+                         "nothing is left to resume")  # fmt: skip
+    if resume is not None and 0 < stop_after_epochs <= resume.epoch:
+        raise ValueError(f"stop_after_epochs={stop_after_epochs}, but the checkpoint is already at epoch "
+                         f"{resume.epoch}")  # fmt: skip
+    last_epoch = min(stop_after_epochs or spec.epochs, spec.epochs)
 
     previous_threads = torch.get_num_threads()
     if spec.num_threads is not None:
         torch.set_num_threads(spec.num_threads)  # process-wide: restored below
     try:
-        with torch.random.fork_rng(devices=[]):  # seed without disturbing the caller's RNG
+        where = torch.device(device)
+        cuda = [where.index if where.index is not None else torch.cuda.current_device()] if where.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # seed without disturbing the caller's RNG
             torch.manual_seed(spec.seed)
-            return _Run(spec, model, progress, torch.device(device), should_stop, start).run()
+            return _Run(spec, model, progress, where, should_stop, start).run(last_epoch, resume)
     finally:
         if spec.num_threads is not None:
             torch.set_num_threads(previous_threads)
@@ -194,7 +234,7 @@ class _Run:
         self.batches_done = 0
         self.eval_seconds_per_sample: float | None = None  # last measured evaluation
 
-    def run(self) -> FinetuneResult:
+    def run(self, last_epoch: int, resume: TrainingCheckpoint | None) -> FinetuneResult:
         import torch
         from torch.utils.data import DataLoader
 
@@ -207,8 +247,9 @@ class _Run:
         # A last batch of one sample would break BatchNorm in train mode: drop the remainder
         # (reshuffled every epoch, so every sample is still seen).
         drop_last = len(train_ds) > spec.batch_size
+        self.shuffle = EpochShuffle(len(train_ds), spec.seed)
         self.train_loader = DataLoader(
-            train_ds, batch_size=spec.batch_size, shuffle=True, drop_last=drop_last,
+            train_ds, batch_size=spec.batch_size, sampler=self.shuffle, drop_last=drop_last,
             generator=torch.Generator().manual_seed(spec.seed), num_workers=0, pin_memory=pin,
         )  # fmt: skip
         def eval_loader(ds: Any) -> DataLoader[Any]:
@@ -226,12 +267,27 @@ class _Run:
         total_steps = spec.epochs * len(self.train_loader)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
         loss_fn = torch.nn.CrossEntropyLoss()
+        fingerprint = run_fingerprint(spec, model.state_dict())
 
         curve: list[EpochProgress] = []
         accuracy: float | None = None  # validation accuracy of the model as it is now, if evaluated
         best: tuple[float, int, dict[str, Any]] | None = None  # (validation accuracy, epoch, weights)
         stopped = False
-        for epoch in range(1, spec.epochs + 1):
+        seconds_before = 0.0  # of the run's earlier stages
+        first_epoch = 1
+        if resume is not None:
+            resume.check_matches(fingerprint)
+            model.load_state_dict(resume.weights)
+            optimizer.load_state_dict(resume.optimizer)
+            scheduler.load_state_dict(resume.scheduler)
+            _set_rng_state(resume.rng, self.device)
+            curve = list(resume.curve)
+            seconds_before = curve[-1].seconds if curve else 0.0
+            best = (resume.best_accuracy, resume.best_epoch, dict(resume.best_weights))
+            first_epoch = resume.epoch + 1
+        checkpoint: TrainingCheckpoint | None = None
+        for epoch in range(first_epoch, last_epoch + 1):
+            self.shuffle.set_epoch(epoch)
             self._train_mode()
             loss_sum, seen = 0.0, 0
             tick = time.monotonic()
@@ -256,11 +312,19 @@ class _Run:
                 break
             accuracy = self._evaluate(self.val_loader)
             best = self._keep_better(best, accuracy, epoch)
-            point = EpochProgress(epoch, accuracy, time.monotonic() - self.start,
+            point = EpochProgress(epoch, accuracy, seconds_before + time.monotonic() - self.start,
                                   loss_sum / max(seen, 1))  # fmt: skip
             curve.append(point)
             if self.progress is not None:
                 self.progress(point)
+        if not stopped and last_epoch < spec.epochs:  # stopped as planned: keep what continuing needs
+            assert best is not None
+            checkpoint = TrainingCheckpoint(  # copies: the model gets its best weights back below
+                fingerprint=fingerprint, epoch=last_epoch, weights=cloned(model.state_dict()),
+                optimizer=cloned(optimizer.state_dict()), scheduler=scheduler.state_dict(),
+                rng=_rng_state(self.device), curve=tuple(curve), best_accuracy=best[0], best_epoch=best[1],
+                best_weights=best[2],
+            )  # fmt: skip
         if accuracy is None:  # stopped mid-epoch (or before any epoch): these weights may be best
             best = self._keep_better(best, self._evaluate(self.val_loader), 0)
         assert best is not None
@@ -278,6 +342,8 @@ class _Run:
             class_names=ref.class_names,
             split_sizes=(len(train_ds), len(val_ds), len(test_ds)),
             dataset_uri=ref.uri,
+            checkpoint=checkpoint,
+            resumed_epochs=resume.epoch if resume is not None else 0,
         )
 
     # -- pieces ---------------------------------------------------------------------------
@@ -347,6 +413,48 @@ class _Run:
                 total += len(y)
         self.eval_seconds_per_sample = (time.monotonic() - began) / max(total, 1)
         return 100.0 * correct / max(total, 1)
+
+
+class EpochShuffle:
+    """A sampler whose order in each epoch is a pure function of (seed, epoch), so that a run
+    resumed at any epoch sees the same data order as one that never stopped."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        import torch
+
+        digest = hashlib.sha256(f"shuffle:{self.seed}:{self.epoch}".encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    import torch
+
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Restore the RNG; a CUDA state only on CUDA (a run moved between device kinds cannot
+    repeat its random numbers exactly, and needs none of ours but dropout's)."""
+    import torch
+
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _make_optimizer(spec: FinetuneSpec, params: list[Any]) -> torch.optim.Optimizer:

@@ -26,7 +26,14 @@ import tenacity
 
 from nasoa_api.v1 import adaptor_pb2 as pb
 from nasoa_contracts import CurvePoint, Job, Observation, TrainingRegime, WorkerSettings, convert
-from worker._artifacts import artifact_reserve_seconds, keep_model, recover
+from worker._artifacts import (
+    artifact_reserve_seconds,
+    fetch_training_checkpoint,
+    job_curve,
+    keep_model,
+    recover,
+    result_status,
+)
 
 log = logging.getLogger("nasoa.worker")
 T = TypeVar("T")
@@ -124,12 +131,23 @@ class JobRunner:
             client.close()
 
     def _finetune(self, job: Job, client: object, start: float) -> Observation:
+        """Fine-tune the job's candidate, or the part of its schedule the job asks for.
+
+        A job with ``stop_after_epochs`` short of the schedule stops there, stores its training
+        checkpoint with its artifact and reports status ``stopped``. A job with
+        ``resume_from_job_id`` continues that job's run from its checkpoint (fetched from the
+        artifact store) and reports the whole run's curve, from epoch 1, with seconds
+        cumulative over the run's stages; its ``Observation.seconds`` is this job's
+        worker-seconds only.
+        """
         from worker._finetune import EpochProgress, FinetuneCancelled, FinetuneSpec, run_finetune
         from worker._models import load_pretrained
 
         candidate = job.plan.candidate
         regime = TrainingRegime.from_hparams(candidate.hparams)
         device = self._device()
+        stop_after = job.stop_after_epochs if 0 < job.stop_after_epochs < candidate.epochs else 0
+        resume = fetch_training_checkpoint(self.settings, job.resume_from_job_id) if job.resume_from_job_id else None
         model = load_pretrained(candidate.model, self.settings)
         loaded = time.monotonic() - start
         # The budget covers everything the worker does for the job, loading included.
@@ -142,7 +160,7 @@ class JobRunner:
             frozen_stages=regime.frozen_stages,
             optimizer=regime.optimizer,
             weight_decay=regime.weight_decay,
-            deadline_seconds=max(remaining - artifact_reserve_seconds(model), 0.5),
+            deadline_seconds=max(remaining - artifact_reserve_seconds(model, with_checkpoint=stop_after > 0), 0.5),
             data_root=str(self.settings.data_root) if self.settings.data_root else None,
             num_threads=self.settings.torch_threads or None,
         )
@@ -153,14 +171,19 @@ class JobRunner:
 
         reporter = _Reporter(client, job.job_id)
         try:
-            result = run_finetune(spec, model, progress=progress, device=device, should_stop=reporter.cancelled.is_set)
+            result = run_finetune(spec, model, progress=progress, device=device, should_stop=reporter.cancelled.is_set,
+                                  stop_after_epochs=stop_after, resume=resume)  # fmt: skip
         except FinetuneCancelled:
             raise _Cancelled() from None
         finally:
             reporter.stop()
-        curve = tuple(CurvePoint(p.epoch, p.accuracy, p.seconds + offset) for p in result.curve)
-        status = "deadline" if result.stopped_by_deadline else "ok"
-        message = f"{result.epochs_completed} epoch(s) on {device}; model ready in {loaded:.1f}s"
+        curve = tuple(CurvePoint(p.epoch, p.accuracy, p.seconds) for p in job_curve(result, offset))
+        status = result_status(result)
+        trained = result.epochs_completed - result.resumed_epochs
+        resumed = f" (resumed at epoch {result.resumed_epochs} from job {job.resume_from_job_id})" if resume else ""
+        message = f"{trained} epoch(s){resumed} on {device}; model ready in {loaded:.1f}s"
+        if result.checkpoint is not None:
+            message += f"; stopped as planned after epoch {result.epochs_completed} of {candidate.epochs}"
         stored = None
         if result.epochs_completed == 0:
             # Nothing was measured: the adaptor records the run but does not learn from it, and

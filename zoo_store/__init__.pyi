@@ -1,5 +1,6 @@
 from ._artifact_service import ArtifactServicer as ArtifactServicer
 from ._artifacts import ARTIFACT_FILES as ARTIFACT_FILES
+from ._artifacts import TRAINING_CHECKPOINT_FILE as TRAINING_CHECKPOINT_FILE
 from ._artifacts import ArtifactError as ArtifactError
 from ._artifacts import ArtifactNotFound as ArtifactNotFound
 from ._artifacts import ArtifactSettings as ArtifactSettings

@@ -1,7 +1,10 @@
 """The artifact store: fine-tuned models of finished jobs, kept content-addressed on disk.
 
 An artifact is two files, ``model.safetensors`` and ``manifest.json`` (which records the
-weights' sha256); its sha256 is the manifest's and its id the first 16 hex digits of that.
+weights' sha256), and a third, ``checkpoint.safetensors``, when the job stopped as planned
+before the end of its schedule: the training checkpoint a later job continues the run from
+(the manifest records its sha256 and size too).  The artifact's sha256 is the manifest's and
+its id the first 16 hex digits of that.
 There is one artifact per job id: committing a job's artifact again returns the stored one.
 The gRPC face is :mod:`zoo_store._artifact_service`; this module is plain Python.
 
@@ -52,10 +55,12 @@ from pathlib import Path
 from zoo_store._checkpoints import StreamingSha256, atomic_write_bytes, fsync_dir, validate_safetensors_header
 
 ARTIFACT_FILES = ("model.safetensors", "manifest.json")
+TRAINING_CHECKPOINT_FILE = "checkpoint.safetensors"
 
 __all__ = [
     "ARTIFACT_FILES",
     "FILE_NAMES",
+    "TRAINING_CHECKPOINT_FILE",
     "ArtifactError",
     "ArtifactFile",
     "ArtifactNotFound",
@@ -70,7 +75,7 @@ __all__ = [
 log = logging.getLogger("nasoa.zoo.artifacts")
 
 WEIGHTS, MANIFEST = ARTIFACT_FILES
-FILE_NAMES = ARTIFACT_FILES
+FILE_NAMES = (*ARTIFACT_FILES, TRAINING_CHECKPOINT_FILE)
 MAX_MANIFEST_BYTES = 1 << 20
 TOKEN_FILE = "artifact-token"
 STALE_UPLOAD_SECONDS = 86400.0
@@ -176,7 +181,8 @@ class ArtifactRecord:
         for f in self.files:
             if f.name == name:
                 return f
-        raise ArtifactNotFound(f"artifact {self.artifact_id} has no file {name!r}; it has {', '.join(FILE_NAMES)}")
+        names = ", ".join(f.name for f in self.files)
+        raise ArtifactNotFound(f"artifact {self.artifact_id} of job {self.job_id!r} has no file {name!r}; it has {names}")
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -370,21 +376,13 @@ class ArtifactStore:
             if not manifest_blob.exists():
                 raise ArtifactError(f"manifest {manifest_sha256[:12]}... of job {job_id!r} was not uploaded")
             manifest = _read_manifest(manifest_blob, job_id)
-            weights = manifest["files"][WEIGHTS]
-            weights_file = ArtifactFile(WEIGHTS, str(weights.get("sha256", "")), int(weights.get("size", 0)))
-            check_file(weights_file, self.settings.max_upload_bytes)
-            weights_blob = self.blob_path(weights_file.sha256)
-            if not weights_blob.exists() or weights_blob.stat().st_size != weights_file.size:
-                raise ArtifactError(f"the weights named by the manifest of job {job_id!r} were not uploaded")
-            try:
-                validate_safetensors_header(weights_blob)
-            except ValueError as exc:
-                raise ArtifactError(f"the weights of job {job_id!r} are not a safetensors file: {exc}") from None
-            manifest_file = ArtifactFile(MANIFEST, manifest_sha256, manifest_blob.stat().st_size)
+            named = [self._named_file(job_id, name, manifest["files"][name])
+                     for name in (WEIGHTS, TRAINING_CHECKPOINT_FILE) if name in manifest["files"]]  # fmt: skip
+            files = (*named, ArtifactFile(MANIFEST, manifest_sha256, manifest_blob.stat().st_size))
             record = ArtifactRecord(
-                artifact_id=manifest_sha256[:16], job_id=job_id, sha256=manifest_sha256,
-                files=(weights_file, manifest_file), created_at=time.time(),
-                job_created_at=float(job_created_at or 0.0), size_bytes=weights_file.size + manifest_file.size,
+                artifact_id=manifest_sha256[:16], job_id=job_id, sha256=manifest_sha256, files=files,
+                created_at=time.time(), job_created_at=float(job_created_at or 0.0),
+                size_bytes=sum(f.size for f in files),
             )  # fmt: skip
             atomic_write_bytes(self.root / "records" / f"{record.artifact_id}.json", record.to_json().encode())
             self._by_id[record.artifact_id] = record
@@ -393,6 +391,21 @@ class ArtifactStore:
             log.info("stored artifact %s of job %s (%d bytes)", record.artifact_id, job_id, record.size_bytes)
             self._enforce_retention_locked(time.time())
             return record
+
+    def _named_file(self, job_id: str, name: str, entry: object) -> ArtifactFile:
+        """A safetensors file the manifest names, checked to be uploaded whole and readable."""
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"the manifest of job {job_id!r} names {name} without its sha256 and size")
+        file = ArtifactFile(name, str(entry.get("sha256", "")), int(entry.get("size", 0)))
+        check_file(file, self.settings.max_upload_bytes)
+        blob = self.blob_path(file.sha256)
+        if not blob.exists() or blob.stat().st_size != file.size:
+            raise ArtifactError(f"{name} named by the manifest of job {job_id!r} was not uploaded")
+        try:
+            validate_safetensors_header(blob)
+        except ValueError as exc:
+            raise ArtifactError(f"{name} of job {job_id!r} is not a safetensors file: {exc}") from None
+        return file
 
     # ---- retention
 

@@ -79,7 +79,7 @@ class ArtifactServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CommitArtifact(self, request, context):
-        """Seals the job's artifact from its uploaded manifest (and the weights it names).
+        """Seals the job's artifact from its uploaded manifest (and the files it names).
         Idempotent by job id: a second commit returns the artifact already stored (existed = true).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -87,7 +87,8 @@ class ArtifactServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetArtifact(self, request, context):
-        """By artifact id or by job id.
+        """By artifact id or by job id (a later stage finds the training checkpoint of the job it
+        resumes this way).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
