@@ -54,6 +54,11 @@ def result_text(job: Any) -> str:
     if job.result is None:
         return f"result: {job.state.value} {job.message}".rstrip()
     r, p = job.result, job.plan.prediction
+    if job.plan.staged:  # the result is the winner's; its seconds are the worker-seconds of every run
+        line = (f"result: {job.state.value} accuracy {r.accuracy:.1f}% in {r.seconds:.1f} worker-seconds "
+                f"(budget {job.task.budget_seconds:.0f}s; predicted {p.accuracy:.1f}% in "
+                f"{job.plan.total_seconds():.1f})")
+        return line + (f": {job.message}" if job.state.value == "FAILED" else "")
     line = (f"result: {job.state.value} accuracy {r.accuracy:.1f}% in {r.seconds:.1f}s "
             f"(budget {job.task.budget_seconds:.0f}s; predicted {p.accuracy:.1f}% in {p.seconds:.1f}s)")
     return line + (f": {job.message}" if job.state.value == "FAILED" else f" {r.message}".rstrip())

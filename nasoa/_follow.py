@@ -11,8 +11,9 @@ from typing import Any
 __all__ = ["Follower", "NoWorker", "warn_without_workers"]
 
 PROG = "nasoa-submit"
-# How a staged job's stream names the child run an epoch came from: "stage 1, run 2/4: epoch 3".
-CHILD_PROGRESS = re.compile(r"stage (\d+), run (\d+)/(\d+)")
+# How a staged job's stream names the child run an epoch came from: "stage 1, run 2/4: epoch 3",
+# or "stage 2: epoch 5" for a stage of one run.
+CHILD_PROGRESS = re.compile(r"stage (\d+)(?:, run (\d+)/(\d+))?: epoch")
 
 
 class NoWorker(ConnectionError):
@@ -67,6 +68,7 @@ class Follower:
                     raise event
                 state = event.state.value
                 if event.kind == "progress" and self.job.plan.staged:
+                    bars.update(status, visible=False)  # the runs' bars tell the progress
                     self._child_progress(bars, event)
                 elif event.kind == "progress":
                     if epochs is None:
@@ -88,7 +90,7 @@ class Follower:
             if self.show and event.message:
                 bars.console.print(f"[{event.state.value}] {event.message}", markup=False)
             return
-        stage, run, runs = (int(g) for g in match.groups())
+        stage, run, runs = int(match[1]), int(match[2] or 1), int(match[3] or 1)
         runs_bars = self._run_bars
         key = (stage, run)
         if key not in runs_bars:

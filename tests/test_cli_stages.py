@@ -24,7 +24,7 @@ SHA = "ab" * 32
 
 @pytest.fixture
 def staged_served():
-    """A real adaptor gRPC server that plans with successive halving (in-memory store, no dispatcher)."""
+    """A real adaptor gRPC server that plans with successive halving (in-memory store; dispatch recorded)."""
     from adaptor_service import Adaptor, CandidateSpace, ModelInfo, RegimeGrid, SuccessiveHalvingGenerator
     from adaptor_service.server import make_server
 
@@ -34,7 +34,10 @@ def staged_served():
     ]
     grid = RegimeGrid(learning_rates=(0.003, 0.01, 0.03, 0.1), epochs=(1, 3, 9), batch_sizes=(64,),
                       frozen_stages=(0, 1), optimizers=("sgd",))
-    adaptor = Adaptor.in_memory(candidate_space=CandidateSpace(models, grid), generator=SuccessiveHalvingGenerator())
+    from tests.test_halving import _Queue
+
+    adaptor = Adaptor.in_memory(candidate_space=CandidateSpace(models, grid), generator=SuccessiveHalvingGenerator(),
+                                dispatcher=_Queue())
     server, port, _ = make_server(adaptor, "127.0.0.1:0")
     server.start()
     try:
@@ -151,32 +154,32 @@ def test_status_of_a_staged_job_lists_its_child_jobs(staged_served, home):
 
 
 def test_watch_of_a_staged_job_shows_stages_progress_and_the_winner(staged_served, home):
+    """The adaptor's own orchestration runs the stages; the test plays the worker for each child."""
+    from tests.test_halving import drive_staged_job
+
     adaptor, address = staged_served
-    parent, children = _store_staged_job(adaptor, finished=True)
+    parent = adaptor.submit(_task(120), job_id="asha-watch")
+    stages = len(parent.plan.stages)
+    assert parent.plan.staged
 
-    def run_the_stages():
-        time.sleep(1.0)
-        lifecycle = adaptor.jobs
-        lifecycle.event(parent, "state", "stage 1 of 2: 3 runs queued")
-        for run in (1, 2, 3):
-            lifecycle.event(parent, "progress", f"stage 1, run {run}/3: epoch 1", CurvePoint(1, 50.0, 1.0))
-        lifecycle.event(parent, "state", "stage 2 of 2: 1 run queued")
-        lifecycle.event(parent, "progress", "stage 2, run 1/1: epoch 2", CurvePoint(2, 70.0, 2.0))
-        won = children[-1].result
-        done = replace(adaptor.get_job(parent.job_id), state=JobState.DONE,
-                       result=replace(won, job_id=parent.job_id))
-        adaptor.store.update_job(done)
-        lifecycle.event(done, "result", "done")
+    def work():
+        time.sleep(1.0)  # the watch is following by then
+        drive_staged_job(adaptor, parent.job_id)
 
-    threading.Thread(target=run_the_stages, daemon=True).start()
-    proc = nasoa_submit("watch", parent.job_id, address=address)
+    threading.Thread(target=work, daemon=True).start()
+    proc = nasoa_submit("watch", parent.job_id, address=address, timeout=60)
     assert proc.returncode == EXIT_OK, proc.stderr
-    assert "stage 1 of 2: 3 runs queued" in proc.stderr and "stage 2 of 2: 1 run queued" in proc.stderr
-    assert "stage 2 run 1/1" in proc.stderr  # the bar of a child run, from its forwarded progress
-    assert "result: DONE accuracy 91.5%" in proc.stdout
-    assert "winner: stage 2, run 1/1 (job parent-s1-r0)" in proc.stdout
+    assert f"stage 1 of {stages}: {len(parent.plan.stages[0].runs)} runs queued" in proc.stderr
+    assert f"stage {stages} of {stages}: 1 run queued" in proc.stderr and "stage 1 decided: " in proc.stderr
+    assert re.search(rf"stage {stages} run 1/1 .* {parent.plan.candidate.epochs}/{parent.plan.candidate.epochs}",
+                     proc.stderr)  # the last run's bar, from the progress its child job forwarded
+    done = adaptor.get_job(parent.job_id)
+    assert f"result: DONE accuracy {done.result.accuracy:.1f}% in {done.result.seconds:.1f} worker-seconds" in proc.stdout
+    winner = [c for c in done.child_job_ids if c.startswith(f"asha-watch-s{stages - 1}")][0]
+    assert f"winner: stage {stages}, run 1/1 (job {winner})" in proc.stdout
     assert f"nasoa-submit download {parent.job_id}" in proc.stdout
-    assert "worker-seconds: " in proc.stdout and "over 4 child jobs" in proc.stdout
+    assert f"over {len(done.child_job_ids)} child jobs of the 120s budget" in proc.stdout
 
-    done = json.loads(nasoa_submit("watch", parent.job_id, "--json", address=address).stdout)
-    assert done["state"] == "DONE" and len(done["children"]) == 4 and done["plan"]["staged"] is True
+    record = json.loads(nasoa_submit("watch", parent.job_id, "--json", address=address).stdout)
+    assert record["state"] == "DONE" and len(record["children"]) == len(done.child_job_ids)
+    assert record["plan"]["staged"] is True and record["result"]["artifact_id"] == done.result.artifact_id

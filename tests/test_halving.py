@@ -133,3 +133,71 @@ def test_the_staged_plan_survives_the_wire_and_make_generator_knows_it(space):
     assert plan_from_pb(plan_to_pb(plan)) == plan
     generator = make_generator("asha", seed=3)
     assert isinstance(generator, SuccessiveHalvingGenerator) and generator.seed == 3
+
+
+class _Queue:
+    """Records what the adaptor dispatches (the broker's part)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[str] = []
+
+    def dispatch(self, job) -> None:
+        self.jobs.append(job.job_id)
+
+
+def drive_staged_job(adaptor, parent_id: str, accuracy_of=None, seconds_per_epoch: float = 0.5) -> None:
+    """Play the worker for every child of a staged job, stage by stage, with the adaptor's own calls.
+
+    Each run reports one curve from epoch 1 (a continued run's too) with cumulative seconds, and
+    the seconds this job took; ``accuracy_of(run_index, epoch)`` gives the curve.
+    """
+    from nasoa_contracts import CurvePoint, JobState, Observation
+
+    accuracy_of = accuracy_of or (lambda run, epoch: min(99.0, 40.0 + 3 * run + 2 * epoch))
+    sha = "cd" * 32
+    while not adaptor.get_job(parent_id).state.finished:
+        parent = adaptor.get_job(parent_id)
+        queued = [adaptor.get_job(c) for c in parent.child_job_ids]
+        queued = [c for c in queued if c.state == JobState.QUEUED]
+        assert queued, "a running staged job has a queued child"
+        for child in queued:
+            probe = child  # the run's first job: its position in the first stage names the run
+            while probe.resume_from_job_id:
+                probe = adaptor.get_job(probe.resume_from_job_id)
+            run = int(probe.job_id.rsplit("r", 1)[-1])
+            start = 0
+            if child.resume_from_job_id:
+                start = adaptor.get_job(child.resume_from_job_id).result.curve[-1].epoch
+            stop = child.stop_after_epochs or child.plan.candidate.epochs
+            adaptor.job_started(child.job_id, "worker@test")
+            curve = tuple(CurvePoint(e, accuracy_of(run, e), e * seconds_per_epoch) for e in range(1, stop + 1))
+            for point in curve[start:]:
+                adaptor.job_progress(child.job_id, point)
+            last = not child.stop_after_epochs
+            adaptor.observe(Observation(child.job_id, child.task, child.plan.candidate, curve[-1].accuracy,
+                                        (stop - start) * seconds_per_epoch + 0.2, curve,
+                                        "ok" if last else "stopped",
+                                        artifact_id=sha[:16] if last else "", artifact_sha256=sha if last else ""))
+
+
+def test_asha_runs_through_the_staged_jobs_within_the_budget(space):
+    dispatched = _Queue()
+    adaptor = Adaptor.in_memory(candidate_space=space, generator=SuccessiveHalvingGenerator(seed=1),
+                                dispatcher=dispatched)
+    parent = adaptor.submit(_task(600), job_id="asha-1")
+    sizes = [len(s.runs) for s in parent.plan.stages]
+    assert len(sizes) >= 3 and dispatched.jobs == [f"asha-1-s0r{i}" for i in range(sizes[0])]
+    drive_staged_job(adaptor, "asha-1")
+    parent = adaptor.get_job("asha-1")
+    children = [adaptor.get_job(c) for c in parent.child_job_ids]
+    per_stage = [sum(c.stage == k for c in children) for k in range(len(sizes))]
+    assert per_stage == sizes  # a third continues at each rung, down to one run
+    assert parent.state.value == "DONE" and parent.result.artifact_id
+    used = sum(c.result.seconds for c in children)
+    assert parent.result.seconds == pytest.approx(used) and used <= 600
+    winner = [c for c in children if c.stage == len(sizes) - 1][0]
+    assert winner.stop_after_epochs == 0 and winner.resume_from_job_id
+    # the runs with the best curves continued: run index grows the accuracy in drive_staged_job
+    continued = {adaptor.get_job(c.resume_from_job_id).job_id for c in children if c.stage == 1}
+    firsts = sorted((c for c in children if c.stage == 0), key=lambda c: int(c.job_id.rsplit("r", 1)[-1]))
+    assert continued == {c.job_id for c in firsts[-sizes[1]:]}
