@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from adaptor_service._schedulers import ScheduleGenerator, ScoredCandidate, difference
-from nasoa_contracts import Alternative, Candidate, Plan, Prediction, Stage, TaskSpec
+from nasoa_contracts import Alternative, Candidate, Plan, Stage, TaskSpec
 
 __all__ = ["SuccessiveHalvingGenerator"]
 
@@ -46,16 +46,6 @@ class _Configuration:
         """Predicted seconds of one job that trains epochs ``start + 1 .. stop`` of a schedule."""
         return self.fixed_seconds + self.seconds_per_epoch * (stop - start)
 
-    def prediction_at(self, length: int, stop: int) -> Prediction:
-        """The run of ``length`` epochs, trained up to epoch ``stop``: its accuracy is read (for
-        display) from the run of the nearest length not above ``stop``, its seconds are cumulative."""
-        if stop >= length:
-            return self.by_epochs[length].prediction
-        shorter = [e for e in self.by_epochs if e <= stop] or [min(self.by_epochs)]
-        near = self.by_epochs[max(shorter)].prediction
-        seconds = self.fixed_seconds + self.seconds_per_epoch * stop
-        return Prediction(near.accuracy, near.accuracy_std, seconds, near.seconds_std)
-
 
 class SuccessiveHalvingGenerator(ScheduleGenerator):
     """Successive halving over random configurations, sized to the budget (baseline).
@@ -69,6 +59,7 @@ class SuccessiveHalvingGenerator(ScheduleGenerator):
     curves, each later stage is charged with the ones whose continuation is predicted slowest:
     ``planned_seconds`` bounds the search. A later stage's ``runs`` list the first drawn
     configurations, as placeholders: the adaptor continues the ones whose curves rank best.
+    Each run's prediction is for its whole schedule, as in every staged plan.
     When only one run fits, the plan is one-shot: one random configuration with the longest
     schedule that fits; when none fits, the fastest candidate.
 
@@ -146,7 +137,7 @@ class SuccessiveHalvingGenerator(ScheduleGenerator):
             last = k == len(stops) - 1
             stages.append(Stage(
                 runs=tuple(c.by_epochs[length].candidate for c in runs),
-                predictions=tuple(c.prediction_at(length, stop) for c in runs),
+                predictions=tuple(c.by_epochs[length].prediction for c in runs),  # at the whole schedule
                 stop_after_epochs=0 if last else stop,
                 keep=0 if last else len(runs) // eta,
             ))

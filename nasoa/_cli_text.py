@@ -136,7 +136,8 @@ def stage_tables(plan: Any) -> list[Any]:
         following = plan.stages[index + 1] if index + 1 < len(plan.stages) else None
         continuing = {run.key for run in following.runs} if following is not None else set()
         table = Table(title=_stage_title(plan, index), title_justify="left")
-        columns = ["run", "model", "regime", "planned epochs", "trains to epoch", "pred acc", "pred s"]
+        columns = ["run", "model", "regime", "planned epochs", "trains to epoch", "pred acc (whole run)",
+                   "pred s (whole run)"]
         if following is not None:
             columns.append("continues (planned)")
         for name in columns:
