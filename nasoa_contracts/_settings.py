@@ -139,7 +139,7 @@ class AdaptorSettings(_Served, _Queues):
         "background", description="background: Observe returns once results are recorded; inline: once learned"
     )
     candidates: Path | None = Field(None, description="regime grid TOML (default: the shipped candidates.toml)")
-    policy: Literal["nasoa", "random", "fixed", "asha"] = Field("nasoa", description="schedule generator")
+    policy: Literal["nasoa", "one-shot", "random", "fixed", "asha"] = Field("nasoa", description="schedule generator")
     fixed_model: str = Field("", description="model of the fixed policy (default: the zoo's median by CPU step time)")
     seed: int = Field(0, ge=0, description="seed of the policy")
     risk_aversion: float = Field(0.5, ge=0, description="nasoa ranks by accuracy - k x its std: k")

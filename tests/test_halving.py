@@ -135,6 +135,7 @@ def test_the_staged_plan_survives_the_wire_and_make_generator_knows_it(space):
     assert plan_from_pb(plan_to_pb(plan)) == plan
     generator = make_generator("asha", seed=3)
     assert isinstance(generator, SuccessiveHalvingGenerator) and generator.seed == 3
+    assert make_generator("one-shot").name == "nasoa"  # the live benchmark's nasoa-one-shot
 
 
 class _Queue:

@@ -104,7 +104,7 @@ def test_fixed_uses_its_model_and_most_epochs_that_fit():
 
 
 def test_unknown_policy_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown policy 'bohb': choose nasoa, random, fixed or asha"):
+    with pytest.raises(ValueError, match="unknown policy 'bohb': choose nasoa, one-shot, random, fixed or asha"):
         make_generator("bohb")
 
 
