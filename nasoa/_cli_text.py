@@ -64,6 +64,15 @@ def result_text(job: Any) -> str:
     return line + (f": {job.message}" if job.state.value == "FAILED" else f" {r.message}".rstrip())
 
 
+def _plan_cell(job: Any) -> str:
+    """The plan in a job table: a staged job says so, a child job names its parent and stage."""
+    if job.plan.staged:
+        return f"{len(job.plan.stages)} stages, winner: {job.plan.candidate.describe()}"
+    if job.parent_job_id:
+        return f"stage {job.stage + 1} of {job.parent_job_id}: {job.plan.candidate.describe()}"
+    return job.plan.candidate.describe()
+
+
 def job_table(jobs: Sequence[Any], title: str) -> None:
     from rich.table import Table
 
@@ -77,7 +86,7 @@ def job_table(jobs: Sequence[Any], title: str) -> None:
         style = "red" if job.state.value in ("FAILED", "CANCELLED") else None
         table.add_row(
             job.job_id, job.state.value, job.task.dataset_uri, f"{job.task.budget_seconds:g}s",
-            job.plan.candidate.describe(), f"{p.accuracy:.1f}%", f"{r.accuracy:.1f}%" if r else "-",
+            _plan_cell(job), f"{p.accuracy:.1f}%", f"{r.accuracy:.1f}%" if r else "-",
             f"{p.seconds:.1f}", f"{r.seconds:.1f}" if r else "-", job.message, style=style,
         )
     make_console().print(table)

@@ -130,6 +130,8 @@ def leaderboard_rows(jobs: Any) -> list[dict[str, Any]]:
             "predicted_seconds": plan.prediction.seconds,
             "budget_used": result.seconds / job.task.budget_seconds,
             "epochs_run": len(result.curve),
+            "stages": max(len(plan.stages), 1),
+            "parent_job_id": job.parent_job_id or None,  # a run of a staged job
             "created_at": iso_time(job.created_at),
             "error": job.message if job.state.value == "FAILED" else None,
         })

@@ -151,6 +151,8 @@ def test_status_of_a_staged_job_lists_its_child_jobs(staged_served, home):
     assert child["parent_job_id"] == "parent" and child["stage"] == 2 and "children" not in child
     text = nasoa_submit("status", "parent-s1-r0", address=address).stdout
     assert "child of job parent, stage 2, continues job parent-s0-r2" in text
+    listing = nasoa_submit("status", address=address).stdout
+    assert f"{len(parent.plan.stages)} stages, winner: " in listing and "stage 2 of parent: " in listing
 
 
 def test_watch_of_a_staged_job_shows_stages_progress_and_the_winner(staged_served, home):
