@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from clients import LocalCluster
-    from nasoa_contracts import JobEvent
+    from nasoa_contracts import JobEvent, Plan
 
 __all__ = ["fit", "leaderboard", "local_cluster"]
 
@@ -58,16 +58,31 @@ def _stop_cluster() -> None:
             _cluster = None
 
 
-def _tqdm_progress(epochs: int) -> Callable[[JobEvent], None]:
-    """Prints the job's state changes and an epoch bar (tqdm) on stderr."""
+def _tqdm_progress(plan: Plan) -> Callable[[JobEvent], None]:
+    """Prints the job's state changes and an epoch bar (tqdm) on stderr.
+
+    A staged plan's bar follows the run whose epoch came last ("stage 1, run 2/4"), over the
+    epochs that run trains in its stage.
+    """
     from tqdm.auto import tqdm
 
     bar: list[Any] = []
+    current = [""]
 
     def on_event(event: JobEvent) -> None:
         if event.kind == "progress":
+            run, total = "epochs", plan.candidate.epochs
+            if plan.staged:
+                run = event.message.split(":")[0] or "epochs"
+                stage = int(run.split()[1].rstrip(",")) - 1 if run.startswith("stage ") else len(plan.stages) - 1
+                stage_plan = plan.stages[min(max(stage, 0), len(plan.stages) - 1)]
+                total = stage_plan.stop_after_epochs or plan.candidate.epochs
             if not bar:
-                bar.append(tqdm(total=epochs, desc="epochs", unit="epoch", leave=True))
+                bar.append(tqdm(total=total, desc=run, unit="epoch", leave=True))
+            elif run != current[0]:
+                bar[0].reset(total=total)
+                bar[0].set_description(run)
+            current[0] = run
             bar[0].update(event.epoch - bar[0].n)
             bar[0].set_postfix_str(f"accuracy {event.accuracy:.1f}%")
         elif event.message:
@@ -111,7 +126,7 @@ def fit(
         address, zoo_address = cluster.adaptor_address, cluster.zoo_address
     with Client(address) as client:
         job = client.submit(dataset, seconds, models=models, device=device, job_id=job_id)
-        on_event = _tqdm_progress(job.plan.candidate.epochs) if progress else None
+        on_event = _tqdm_progress(job.plan) if progress else None
         job = client.wait(job.job_id, timeout=timeout or 4 * seconds + 300, on_event=on_event)
     return load_finetuned(job.job_id, adaptor_address=address, zoo_address=zoo_address)
 

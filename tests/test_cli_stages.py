@@ -185,3 +185,27 @@ def test_watch_of_a_staged_job_shows_stages_progress_and_the_winner(staged_serve
     record = json.loads(nasoa_submit("watch", parent.job_id, "--json", address=address).stdout)
     assert record["state"] == "DONE" and len(record["children"]) == len(done.child_job_ids)
     assert record["plan"]["staged"] is True and record["result"]["artifact_id"] == done.result.artifact_id
+
+
+def test_fit_progress_follows_each_run_of_a_staged_job(staged_served, capsys):
+    """nasoa.fit's epoch bar (tqdm) over the forwarded progress of a staged job's runs."""
+    from nasoa._fit import _tqdm_progress
+    from nasoa_contracts import JobEvent
+
+    adaptor, _ = staged_served
+    plan = adaptor.recommend(_task(120))
+    on_event = _tqdm_progress(plan)
+    last = len(plan.stages)
+    events = [JobEvent("p", 1, "state", JobState.RUNNING, f"stage 1 of {last}: 9 runs queued"),
+              JobEvent("p", 2, "progress", JobState.RUNNING, "stage 1, run 2/9: epoch 1", 1, 50.0, 1.0),
+              JobEvent("p", 3, "progress", JobState.RUNNING, f"stage {last}: epoch 2", 2, 60.0, 2.0),
+              JobEvent("p", 4, "progress", JobState.RUNNING, f"stage {last}: epoch {plan.candidate.epochs}",
+                       plan.candidate.epochs, 70.0, 3.0),
+              JobEvent("p", 5, "result", JobState.DONE, "winner p-s2r0")]
+    for event in events:
+        on_event(event)
+    captured = capsys.readouterr()
+    err = captured.out + captured.err  # tqdm writes a line to stdout before its bar exists
+    assert f"stage 1 of {last}: 9 runs queued" in err and "stage 1, run 2/9" in err
+    assert f"stage {last}: " in err and f"{plan.candidate.epochs}/{plan.candidate.epochs}" in err
+    assert "[DONE] winner p-s2r0" in err
