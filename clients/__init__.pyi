@@ -11,6 +11,7 @@ from ._finetuned import load_finetuned as load_finetuned
 from ._finetuned import manifest_bytes as manifest_bytes
 from .demo import EXPERIENCE as EXPERIENCE
 from .demo import StreamRow as StreamRow
+from .demo import budget_ladder as budget_ladder
 from .demo import request_stream as request_stream
 from .demo import run_stream as run_stream
 from .demo import summarize as summarize
