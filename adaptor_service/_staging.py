@@ -49,6 +49,9 @@ log = logging.getLogger("nasoa.adaptor.stages")
 # Re-predicts runs at their full length from their measured curves: (task, runs, curves).
 Repredict = Callable[[TaskSpec, Sequence[Candidate], Sequence[Sequence[CurvePoint]]], list[Prediction]]
 
+# The first stage's deadlines together take at most this share of the budget.
+MAX_FIRST_STAGE_SHARE = 0.8
+
 # A continuation with less than this share of its predicted seconds left is not started: the
 # best probe (its best-validation weights are stored) wins as it is.
 MIN_CONTINUATION_SHARE = 0.25
@@ -91,14 +94,26 @@ class Schedules:
         return self._queue_stage(parent, 0, self._first_stage_runs(parent))
 
     def _first_stage_runs(self, parent: Job) -> list[tuple[Candidate, Prediction, str, float]]:
-        """(run, prediction, job to resume from, budget) of each stage-0 child."""
+        """(run, prediction, job to resume from, budget) of each stage-0 child.
+
+        A probe's budget is only its deadline: it stops after its stage's epochs, and what it
+        does not use is left to the stages after it. So each probe may take twice its
+        predicted seconds (the part of its schedule it trains, times the margin), and at
+        least half of an even share, while all probes together stay within
+        :data:`MAX_FIRST_STAGE_SHARE` of the budget.
+        """
         stage = parent.plan.stages[0]
+        budget = parent.task.budget_seconds
         margin = max(parent.plan.time_margin, 1.0)
-        planned = [p.seconds * margin for p in stage.predictions]
-        # Each probe gets its planned share of the budget (never more than all of it).
-        scale = min(1.0, parent.task.budget_seconds / max(sum(planned), 1e-9))
+        fair = budget / len(stage.runs)
+        allowed = []
+        for run, prediction in zip(stage.runs, stage.predictions, strict=True):
+            trained = stage.stop_after_epochs if 0 < stage.stop_after_epochs < run.epochs else run.epochs
+            need = prediction.seconds * trained / max(run.epochs, 1) * margin
+            allowed.append(max(2.0 * need, 0.5 * fair))
+        scale = min(1.0, MAX_FIRST_STAGE_SHARE * budget / max(sum(allowed), 1e-9))
         return [(run, pred, "", max(sec * scale, 1.0))
-                for run, pred, sec in zip(stage.runs, stage.predictions, planned, strict=True)]
+                for run, pred, sec in zip(stage.runs, stage.predictions, allowed, strict=True)]
 
     def _queue_stage(self, parent: Job, index: int, runs: Sequence[tuple[Candidate, Prediction, str, float]]) -> Job:
         stage = parent.plan.stages[index]
