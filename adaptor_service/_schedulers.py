@@ -280,12 +280,16 @@ class FixedDefaultGenerator(ScheduleGenerator):
 
 
 def make_generator(name: str, seed: int = 0, **options: object) -> ScheduleGenerator:
-    """Build a generator by policy name: ``nasoa``, ``random`` or ``fixed``."""
+    """Build a generator by policy name: ``nasoa``, ``probe-then-commit``, ``random`` or ``fixed``."""
+    if name == "probe-then-commit":
+        from adaptor_service._probing import ProbeThenCommitGenerator  # it builds on this module
+
+        return ProbeThenCommitGenerator(seed=seed, **options)  # type: ignore[arg-type]
     if name == "nasoa":
         return OneShotGenerator(seed=seed, **options)  # type: ignore[arg-type]
     if name == "random":
         return RandomGenerator(seed=seed)
     if name == "fixed":
         return FixedDefaultGenerator(**options)  # type: ignore[arg-type]
-    raise ValueError(f"unknown policy {name!r}: choose nasoa, random or fixed")
+    raise ValueError(f"unknown policy {name!r}: choose nasoa, probe-then-commit, random or fixed")
 

@@ -44,8 +44,9 @@ class RequestRecord:
     policy: str
     run_id: str
     accuracy: float
-    seconds: float
+    seconds: float  # probes included
     oracle_accuracy: float
+    probes: int = 0  # runs probed before the chosen one continued (0: a one-shot pick)
 
     @property
     def regret(self) -> float:

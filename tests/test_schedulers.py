@@ -10,6 +10,7 @@ import pytest
 from adaptor_service import (
     FixedDefaultGenerator,
     OneShotGenerator,
+    ProbeThenCommitGenerator,
     RandomGenerator,
     ScoredCandidate,
     make_generator,
@@ -21,8 +22,9 @@ GENERATORS = [
     lambda seed: OneShotGenerator(risk_aversion=1.0, exploration=0.5, seed=seed),
     lambda seed: RandomGenerator(seed=seed),
     lambda seed: FixedDefaultGenerator(model="m1", hparams={"lr": 0.01}),
+    lambda seed: ProbeThenCommitGenerator(seed=seed),
 ]
-IDS = ["nasoa", "nasoa-exploring", "random", "fixed"]
+IDS = ["nasoa", "nasoa-exploring", "random", "fixed", "probe-then-commit"]
 
 
 def _scored() -> list[ScoredCandidate]:
@@ -69,10 +71,15 @@ def test_plan_is_a_candidate_and_inputs_are_untouched(make):
     before = copy.deepcopy(scored)
     for task in _tasks():
         plan = make(0).choose(task, scored, time_margin=1.2, top_k=4)
-        assert plan.candidate in [s.candidate for s in scored]
+        # A plan's candidate is one of the candidates, or one of their runs planned longer.
+        same_run = [s.candidate for s in scored if (s.candidate.model, s.candidate.hparams)
+                    == (plan.candidate.model, plan.candidate.hparams)]
+        assert plan.candidate in same_run or plan.candidate.epochs > max(c.epochs for c in same_run)
+        for stage in plan.stages:
+            assert all(run in [s.candidate for s in scored] or run.epochs > 5 for run in stage.runs)
         assert len(plan.alternatives) <= 4
         fits = any(s.prediction.seconds * 1.2 <= task.budget_seconds for s in scored)
-        assert plan.feasible == (plan.prediction.seconds * 1.2 <= task.budget_seconds)
+        assert plan.feasible == (plan.total_seconds() * 1.2 <= task.budget_seconds)
         if fits and not isinstance(make(0), FixedDefaultGenerator):
             assert plan.feasible
     assert scored == before
@@ -100,7 +107,7 @@ def test_fixed_uses_its_model_and_most_epochs_that_fit():
 
 
 def test_unknown_policy_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown policy 'bohb': choose nasoa, random or fixed"):
+    with pytest.raises(ValueError, match="unknown policy 'bohb': choose nasoa, probe-then-commit, random or fixed"):
         make_generator("bohb")
 
 
