@@ -228,24 +228,26 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
         """A two-stage plan, or None when probing does not pay (too few runs fit)."""
         for p in sorted(self.probe_epochs, reverse=True):  # the longest probes that fit first
             for k in range(self.max_probes, 1, -1):
-                probes = self._probes(runs, p, k, budget, ceiling)
+                probes = self._probes(runs, one_shot, p, k, budget, ceiling)
                 if probes is None:
                     continue
-                winner = select_continuing(Stage([s for s, _ in probes], [s.prediction for s, _ in probes],
-                                                 p, 1), [s.prediction for s, _ in probes])[0]
-                # Probing shortens the runs: worth it only if the best of them loses little.
-                if max(self._score(s) for s, _ in probes) < self._score(one_shot) - self.max_loss:
+                # Probing shortens the one-shot pick (the first probe): worth it only if it loses little.
+                if self._score(probes[0][0]) < self._score(one_shot) - self.max_loss:
                     continue
+                winner = select_continuing(Stage([s.candidate for s, _ in probes], [s.prediction for s, _ in probes],
+                                                 p, 1), [s.prediction for s, _ in probes])[0]
                 return self._staged(task, probes, p, winner, time_margin, top_k, ranked)
         return None
 
     def _probes(
-        self, runs: Sequence[_Run], p: int, k: int, budget: float, ceiling: float
+        self, runs: Sequence[_Run], one_shot: ScoredCandidate, p: int, k: int, budget: float, ceiling: float
     ) -> list[tuple[ScoredCandidate, float]] | None:
         """``k`` probes of ``p`` epochs, each at its longest length that fits after the others.
 
         Each probe is (the run at its full length, its predicted seconds for ``p`` epochs).
+        The one-shot pick comes first; the others are the runs of best optimistic accuracy.
         """
+        first = run_key(one_shot.candidate)
         candidates = []
         for run in runs:
             head = run.at(p)
@@ -255,7 +257,7 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
             if full is None or full.candidate.epochs <= p:
                 continue
             optimistic = full.prediction.accuracy + self.optimism * full.prediction.accuracy_std
-            candidates.append((optimistic, run, head.prediction.seconds))
+            candidates.append((math.inf if run.key == first else optimistic, run, head.prediction.seconds))
         candidates.sort(key=lambda c: c[0], reverse=True)
         chosen: list[tuple[_Run, float]] = []
         per_model: dict[str, int] = {}
@@ -268,7 +270,7 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
             if len(chosen) == k:
                 break
         total = sum(cost for _, cost in chosen)
-        if len(chosen) < k or total > self.probe_share * budget:
+        if len(chosen) < k or chosen[0][0].key != first or total > self.probe_share * budget:
             return None
         probes = []
         for run, cost in chosen:

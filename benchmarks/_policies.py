@@ -221,8 +221,10 @@ class NasoaPolicy(Policy):
       outcome is its best accuracy within the budget, its seconds those of that epoch).
     - A staged plan's probes run first for their stage's epochs; each probe's curve prefix
       is observed as a ``stopped`` result, the probes are predicted again at their full
-      length and :func:`adaptor_service.select_continuing` picks the one that continues to
-      its planned length, as the live service decides.
+      length and :func:`adaptor_service.select_continuing` picks the one that continues, as
+      the live service decides. It continues as far as the budget allows (what the other
+      probes left), as a one-shot pick does, unless ``to_planned_length``: then it stops at
+      its planned length (the generator plans it with the time margin).
 
     The run's curve up to the budget is then observed. ``adaptor_factory(snapshot_path)``
     builds a fresh adaptor (default: ``Adaptor.in_memory()`` with the default predictors and
@@ -239,11 +241,13 @@ class NasoaPolicy(Policy):
         epoch_grid: Sequence[int] = CURVE_SAMPLE_EPOCHS,
         seed: int = 0,
         generator: str = "probe-then-commit",
+        to_planned_length: bool = False,
     ) -> None:
         self.adaptor_factory = adaptor_factory
         self.epoch_grid = tuple(epoch_grid)
         self.seed = seed
         self.generator = generator
+        self.to_planned_length = to_planned_length
         workdir = tempfile.mkdtemp(prefix="nasoa-replay-")
         weakref.finalize(self, shutil.rmtree, workdir, True)  # removed with the policy
         self._snapshot = Path(workdir) / "adaptor.pkl"
@@ -259,7 +263,7 @@ class NasoaPolicy(Policy):
 
     def __deepcopy__(self, memo: dict[int, object]) -> NasoaPolicy:
         self._adaptor.snapshot()
-        twin = NasoaPolicy(self.adaptor_factory, self.epoch_grid, self.seed, self.generator)
+        twin = NasoaPolicy(self.adaptor_factory, self.epoch_grid, self.seed, self.generator, self.to_planned_length)
         shutil.copyfile(self._snapshot, twin._snapshot)
         twin._adaptor = twin._factory()(twin._snapshot)  # restores the snapshot
         twin._n_observed = self._n_observed
@@ -299,7 +303,7 @@ class NasoaPolicy(Policy):
                 self._observe(task, request.options[i], run.epochs, sample_curve(curve, self.epoch_grid), "stopped")
         again = self._adaptor.predict(task, list(stage.runs))  # the probes' curves now count
         winner = stage.runs[select_continuing(stage, again)[0]]
-        return Decision(index[winner.key], winner.epochs, tuple(probes))
+        return Decision(index[winner.key], winner.epochs if self.to_planned_length else 0, tuple(probes))
 
     def observe(self, request: Request, choice: int, outcome: Outcome) -> None:
         if not outcome.curve:

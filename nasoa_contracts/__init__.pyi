@@ -46,8 +46,8 @@ from ._types import JobEvent as JobEvent
 from ._types import JobState as JobState
 from ._types import Observation as Observation
 from ._types import Plan as Plan
-from ._types import Stage as Stage
 from ._types import Prediction as Prediction
+from ._types import Stage as Stage
 from ._types import TaskSpec as TaskSpec
 from ._types import require_finite as require_finite
 from ._zoo_listing import list_zoo_models as list_zoo_models

@@ -19,8 +19,8 @@ from nasoa_contracts._types import (
     JobState,
     Observation,
     Plan,
-    Stage,
     Prediction,
+    Stage,
     TaskSpec,
 )
 

@@ -99,8 +99,14 @@ def test_the_generator_is_registered_by_name():
 
 
 def test_digits_with_an_hour_plans_a_schedule_that_fills_it():
-    from adaptor_service import DEFAULT_SPACE_FILE, SHIPPED_EXPERIENCE, Adaptor, CandidateSpace, RegimeGrid
-    from adaptor_service import warm_start_from_file
+    from adaptor_service import (
+        DEFAULT_SPACE_FILE,
+        SHIPPED_EXPERIENCE,
+        Adaptor,
+        CandidateSpace,
+        RegimeGrid,
+        warm_start_from_file,
+    )
     from benchmarks._collect import zoo_models
     from nasoa_data import compute_meta_features
 
