@@ -106,13 +106,13 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
 
     def __init__(
         self,
-        max_probes: int = 5,
+        max_probes: int = 10,
         probe_epochs: tuple[int, ...] = (1, 2, 3),
-        probe_share: float = 0.35,
+        probe_share: float = 0.5,
         confidence: float = 1.0,
         risk_aversion: float = 0.5,
         optimism: float = 1.0,
-        per_model: int = 2,
+        per_model: int = 3,
         max_loss: float = 1.0,
         max_epochs: int = 10_000,
         tie_points: float = 0.25,
@@ -245,9 +245,12 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
         """``k`` probes of ``p`` epochs, each at its longest length that fits after the others.
 
         Each probe is (the run at its full length, its predicted seconds for ``p`` epochs).
-        The one-shot pick comes first; the others are the runs of best optimistic accuracy.
+        The one-shot pick comes first; the others are the runs of best optimistic accuracy
+        among those whose optimistic accuracy beats the pick's pessimistic one (so the
+        uncertainty sets how many runs are worth probing).
         """
         first = run_key(one_shot.candidate)
+        plausible = one_shot.prediction.accuracy - one_shot.prediction.accuracy_std
         candidates = []
         for run in runs:
             head = run.at(p)
@@ -257,6 +260,8 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
             if full is None or full.candidate.epochs <= p:
                 continue
             optimistic = full.prediction.accuracy + self.optimism * full.prediction.accuracy_std
+            if optimistic <= plausible and run.key != first:
+                continue  # could not beat the one-shot pick even if the predictions erred by a std
             candidates.append((math.inf if run.key == first else optimistic, run, head.prediction.seconds))
         candidates.sort(key=lambda c: c[0], reverse=True)
         chosen: list[tuple[_Run, float]] = []
