@@ -27,6 +27,8 @@ from ._predictors import AccuracyPredictor as AccuracyPredictor
 from ._predictors import BatchRefitRegressor as BatchRefitRegressor
 from ._predictors import TimePredictor as TimePredictor
 from ._predictors import make_features as make_features
+from ._probing import ProbeThenCommitGenerator as ProbeThenCommitGenerator
+from ._probing import select_continuing as select_continuing
 from ._reconciler import Reconciler as Reconciler
 from ._schedulers import FixedDefaultGenerator as FixedDefaultGenerator
 from ._schedulers import OneShotGenerator as OneShotGenerator

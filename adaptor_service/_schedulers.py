@@ -280,18 +280,24 @@ class FixedDefaultGenerator(ScheduleGenerator):
 
 
 def make_generator(name: str, seed: int = 0, **options: object) -> ScheduleGenerator:
-    """Build a generator by policy name: ``nasoa``, ``one-shot``, ``random``, ``fixed`` or ``asha``."""
-    if name == "nasoa":
+    """Build a generator by policy name.
+
+    ``nasoa`` (the default): probe-then-commit (``probe-then-commit`` names it too);
+    ``one-shot``: NASOA's one-shot pick; ``random``; ``fixed``; ``asha``: successive halving.
+    """
+    if name in ("nasoa", "probe-then-commit"):
+        from adaptor_service._probing import ProbeThenCommitGenerator  # it builds on this module
+
+        return ProbeThenCommitGenerator(seed=seed, **options)  # type: ignore[arg-type]
+    if name == "one-shot":
         return OneShotGenerator(seed=seed, **options)  # type: ignore[arg-type]
     if name == "random":
         return RandomGenerator(seed=seed)
     if name == "fixed":
         return FixedDefaultGenerator(**options)  # type: ignore[arg-type]
-    if name == "one-shot":  # NASOA's one-shot pick, whatever the default generator is
-        return OneShotGenerator(seed=seed, **options)  # type: ignore[arg-type]
     if name == "asha":
         from adaptor_service._halving import SuccessiveHalvingGenerator  # it builds on this module
 
         return SuccessiveHalvingGenerator(seed=seed, **options)  # type: ignore[arg-type]
-    raise ValueError(f"unknown policy {name!r}: choose nasoa, one-shot, random, fixed or asha")
+    raise ValueError(f"unknown policy {name!r}: choose nasoa, probe-then-commit, one-shot, random, fixed or asha")
 

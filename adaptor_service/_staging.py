@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from adaptor_service._probing import select_continuing
 from nasoa_contracts import (
     Candidate,
     CurvePoint,
@@ -42,7 +43,7 @@ from nasoa_contracts import (
 if TYPE_CHECKING:  # pragma: no cover
     from adaptor_service._jobs import JobLifecycle
 
-__all__ = ["Schedules", "child_job_id", "select_continuing"]
+__all__ = ["Schedules", "child_job_id"]
 
 log = logging.getLogger("nasoa.adaptor.stages")
 
@@ -61,18 +62,6 @@ def child_job_id(parent_id: str, stage: int, run: int) -> str:
     """A child's id: derived from its parent's, so creating it twice creates it once."""
     base = parent_id if len(parent_id) <= 100 else hashlib.sha256(parent_id.encode()).hexdigest()[:32]
     return f"{base}-s{stage}r{run}"
-
-
-def select_continuing(stage: Stage, predictions: Sequence[Prediction]) -> list[int]:
-    """Indices of the ``keep`` runs (at least one) that continue: best predicted accuracy first.
-
-    Ties go to the higher predicted accuracy per second.
-    """
-    order = sorted(
-        range(len(predictions)),
-        key=lambda i: (-predictions[i].accuracy, -predictions[i].accuracy / max(predictions[i].seconds, 1e-9)),
-    )
-    return order[: max(stage.keep, 1)]
 
 
 def _usable(job: Job) -> bool:
@@ -202,7 +191,7 @@ class Schedules:
         runs = [c.plan.candidate for c in usable]
         assert all(c.result is not None for c in usable)
         predictions = self.repredict(parent.task, runs, [c.result.curve for c in usable])  # type: ignore[union-attr]
-        kept = select_continuing(Stage(tuple(runs), tuple(predictions), stage.stop_after_epochs, stage.keep),
+        kept = select_continuing(Stage(tuple(runs), tuple(predictions), stage.stop_after_epochs, max(stage.keep, 1)),
                                  predictions)
         left = parent.task.budget_seconds - used
         margin = max(parent.plan.time_margin, 1.0)

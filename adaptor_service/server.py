@@ -133,7 +133,9 @@ def adaptor_from_settings(settings: AdaptorSettings) -> Adaptor:
 
         dispatcher = CeleryDispatcher(settings.broker_url, settings.home, settings.topology())
     options: dict[str, object] = {}
-    if settings.policy in ("nasoa", "one-shot"):
+    if settings.policy == "nasoa":  # probe-then-commit
+        options = {"risk_aversion": settings.risk_aversion}
+    elif settings.policy == "one-shot":
         options = {"risk_aversion": settings.risk_aversion, "exploration": settings.exploration}
     elif settings.policy == "fixed":
         # The practice NASOA is measured against: one mid-sized model, textbook settings.

@@ -30,6 +30,7 @@ from adaptor_service import (
     HpSpace,
     runs_to_observations,
     sample_curve,
+    select_continuing,
 )
 from benchmarks._searches import AnytimeSearch, HyperbandSearch, TPESearch, Trajectory
 from nasoa_contracts import Candidate, CurvePoint, HParamValue, Observation, TaskSpec
@@ -37,12 +38,14 @@ from nasoa_contracts import Candidate, CurvePoint, HParamValue, Observation, Tas
 __all__ = [
     "AnytimeSearch",
     "BestPriorPolicy",
+    "Decision",
     "HyperbandSearch",
     "HpSpace",
     "NasoaPolicy",
     "OraclePolicy",
     "Outcome",
     "Policy",
+    "Probe",
     "RandomPolicy",
     "Request",
     "RunOption",
@@ -100,7 +103,25 @@ class Outcome:
     curve: tuple[CurvePoint, ...]
 
 
-# ------------------------------------------------------------------------------ one-shot
+@dataclass(frozen=True)
+class Decision:
+    """What a policy runs for a request: its ``probes`` first, then ``choice``.
+
+    ``probes`` are (run index, epochs) pairs, run in turn for that many epochs each; the
+    chosen run then continues to ``epochs`` (0: as far as the budget allows). A one-shot
+    policy's decision is its choice alone.
+    """
+
+    choice: int
+    epochs: int = 0
+    probes: tuple[tuple[int, int], ...] = ()
+
+
+#: ``probe(run index, epochs)``: the run's measured curve up to ``epochs`` (within the budget left).
+Probe = Callable[[int, int], tuple[CurvePoint, ...]]
+
+
+# ------------------------------------------------------------------------------ policies
 
 
 class Policy(abc.ABC):
@@ -119,6 +140,10 @@ class Policy(abc.ABC):
     @abc.abstractmethod
     def choose(self, request: Request) -> int:
         """Index of the chosen run in ``request.options``."""
+
+    def decide(self, request: Request, probe: Probe) -> Decision:
+        """What to run for ``request``; ``probe`` measures runs' curve prefixes. Default: ``choose``."""
+        return Decision(self.choose(request))
 
     def observe(self, request: Request, choice: int, outcome: Outcome) -> None:  # noqa: B027
         """Learn from the outcome of the chosen run. Default: nothing."""
@@ -186,19 +211,26 @@ class BestPriorPolicy(Policy):
 
 
 class NasoaPolicy(Policy):
-    """NASOA: the service's :class:`Adaptor` (predictors and one-shot schedule generator).
+    """NASOA: the service's :class:`Adaptor` (predictors and schedule generator).
 
     Each candidate run is offered at its recorded epochs (``RunOption.epochs``; the epochs of
-    ``epoch_grid`` when the option names none); the adaptor predicts the
-    accuracy and time of each, and its generator picks the best predicted accuracy that fits
-    the budget. The picked run then runs until its last epoch that fits the budget (the
-    replay's outcome is its best accuracy within the budget, its seconds those of that
-    epoch), and its curve up to the budget is observed.
+    ``epoch_grid`` when the option names none); the adaptor predicts the accuracy and time of
+    each, and its generator plans (``generator``: ``probe-then-commit`` or ``one-shot``).
 
-    ``adaptor_factory(snapshot_path)`` builds a fresh adaptor (the default makes
-    ``Adaptor.in_memory()`` with the default predictors and the one-shot generator). A copy
-    of the policy (``copy.deepcopy``) goes through the adaptor's own snapshot: the learned
-    state is written once and each copy restores it, as a restarted service would.
+    - A one-shot plan's run runs until its last epoch that fits the budget (the replay's
+      outcome is its best accuracy within the budget, its seconds those of that epoch).
+    - A staged plan's probes run first for their stage's epochs; each probe's curve prefix
+      is observed as a ``stopped`` result, the probes are predicted again at their full
+      length and :func:`adaptor_service.select_continuing` picks the one that continues, as
+      the live service decides. It continues as far as the budget allows (what the other
+      probes left), as a one-shot pick does, unless ``to_planned_length``: then it stops at
+      its planned length (the generator plans it with the time margin).
+
+    The run's curve up to the budget is then observed. ``adaptor_factory(snapshot_path)``
+    builds a fresh adaptor (default: ``Adaptor.in_memory()`` with the default predictors and
+    the generator). A copy of the policy (``copy.deepcopy``) goes through the adaptor's own
+    snapshot: the learned state is written once and each copy restores it, as a restarted
+    service would.
     """
 
     name = "nasoa"
@@ -208,10 +240,14 @@ class NasoaPolicy(Policy):
         adaptor_factory: Callable[[Path | None], Any] | None = None,
         epoch_grid: Sequence[int] = CURVE_SAMPLE_EPOCHS,
         seed: int = 0,
+        generator: str = "probe-then-commit",
+        to_planned_length: bool = False,
     ) -> None:
         self.adaptor_factory = adaptor_factory
         self.epoch_grid = tuple(epoch_grid)
         self.seed = seed
+        self.generator = generator
+        self.to_planned_length = to_planned_length
         workdir = tempfile.mkdtemp(prefix="nasoa-replay-")
         weakref.finalize(self, shutil.rmtree, workdir, True)  # removed with the policy
         self._snapshot = Path(workdir) / "adaptor.pkl"
@@ -219,7 +255,7 @@ class NasoaPolicy(Policy):
         self._n_observed = 0
 
     def _factory(self) -> Callable[[Path | None], Any]:
-        return self.adaptor_factory or default_adaptor_factory(self.seed)
+        return self.adaptor_factory or default_adaptor_factory(self.seed, self.generator)
 
     @property
     def adaptor(self) -> Any:
@@ -227,7 +263,7 @@ class NasoaPolicy(Policy):
 
     def __deepcopy__(self, memo: dict[int, object]) -> NasoaPolicy:
         self._adaptor.snapshot()
-        twin = NasoaPolicy(self.adaptor_factory, self.epoch_grid, self.seed)
+        twin = NasoaPolicy(self.adaptor_factory, self.epoch_grid, self.seed, self.generator, self.to_planned_length)
         shutil.copyfile(self._snapshot, twin._snapshot)
         twin._adaptor = twin._factory()(twin._snapshot)  # restores the snapshot
         twin._n_observed = self._n_observed
@@ -251,36 +287,69 @@ class NasoaPolicy(Policy):
         plan = self._adaptor.recommend(request.task_spec(), candidates)
         return index[plan.candidate.key]
 
+    def decide(self, request: Request, probe: Probe) -> Decision:
+        candidates, index = self._candidates(request)
+        task = request.task_spec()
+        plan = self._adaptor.recommend(task, candidates)
+        if not plan.staged:
+            return Decision(index[plan.candidate.key])
+        stage = plan.stages[0]
+        probes = []
+        for run in stage.runs:
+            i = index[run.key]
+            probes.append((i, stage.stop_after_epochs))
+            curve = probe(i, stage.stop_after_epochs)
+            if curve:  # a probe that did not finish an epoch measured nothing
+                self._observe(task, request.options[i], run.epochs, sample_curve(curve, self.epoch_grid), "stopped")
+        again = self._adaptor.predict(task, list(stage.runs))  # the probes' curves now count
+        winner = stage.runs[select_continuing(stage, again)[0]]
+        return Decision(index[winner.key], winner.epochs if self.to_planned_length else 0, tuple(probes))
+
     def observe(self, request: Request, choice: int, outcome: Outcome) -> None:
         if not outcome.curve:
             return  # not even one epoch fitted: nothing was measured
-        option = request.options[choice]
         curve = sample_curve(outcome.curve, self.epoch_grid)
+        self._observe(request.task_spec(), request.options[choice], curve[-1].epoch, curve, "ok")
+
+    def _observe(
+        self, task: TaskSpec, option: RunOption, epochs: int, curve: Sequence[CurvePoint], status: str
+    ) -> None:
         self._n_observed += 1
-        observation = Observation(
-            job_id=f"replay-{self._n_observed}-{request.task_id}-{option.run_id}",
-            task=request.task_spec(),
-            candidate=Candidate(option.model, dict(option.hparams), epochs=curve[-1].epoch),
-            accuracy=curve[-1].accuracy,
+        self._adaptor.observe(Observation(
+            job_id=f"replay-{self._n_observed}-{task.task_id}-{option.run_id}",
+            task=task,
+            candidate=Candidate(option.model, dict(option.hparams), epochs=epochs),
+            accuracy=max(p.accuracy for p in curve),
             seconds=curve[-1].seconds,
-            curve=curve,
-        )
-        self._adaptor.observe(observation)
+            curve=tuple(curve),
+            status=status,
+        ))
 
 
-def default_adaptor_factory(seed: int = 0) -> Callable[[Path | None], Any]:
-    """``Adaptor.in_memory`` with the one-shot generator and the default predictors."""
+def default_adaptor_factory(seed: int = 0, generator: str = "probe-then-commit") -> Callable[[Path | None], Any]:
+    """``Adaptor.in_memory`` with the default predictors and ``generator`` (``probe-then-commit``, ``one-shot``).
+
+    The probe-then-commit generator plans no length beyond the recorded ones (the table
+    measured no other).
+    """
 
     def make(snapshot_path: Path | None) -> Any:
-        from adaptor_service import (
+        from adaptor_service import (  # lazy: the service is heavy
             AccuracyPredictor,
-            Adaptor,  # lazy: the service is heavy
+            Adaptor,
             OneShotGenerator,
+            ProbeThenCommitGenerator,
             TimePredictor,
         )
 
+        if generator == "one-shot":
+            chosen: Any = OneShotGenerator(seed=seed)
+        elif generator == "probe-then-commit":
+            chosen = ProbeThenCommitGenerator(seed=seed, max_epochs=0)
+        else:
+            raise ValueError(f"unknown generator {generator!r}: choose probe-then-commit or one-shot")
         return Adaptor.in_memory(
-            generator=OneShotGenerator(seed=seed),
+            generator=chosen,
             accuracy_predictor=AccuracyPredictor(seed=seed),
             time_predictor=TimePredictor(seed=seed),
             snapshot_path=snapshot_path,

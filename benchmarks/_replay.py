@@ -32,6 +32,7 @@ from pathlib import Path
 from adaptor_service import ExperienceRun, ExperienceTable, read_table, sample_curve
 from benchmarks._policies import (
     BestPriorPolicy,
+    Decision,
     HpSpace,
     NasoaPolicy,
     OraclePolicy,
@@ -50,6 +51,7 @@ from benchmarks._replay_results import (
     _mean,
 )
 from benchmarks._searches import AnytimeSearch, HyperbandSearch, TPESearch, Trajectory
+from nasoa_contracts import CurvePoint
 
 __all__ = [
     "DEFAULT_BUDGETS_SECONDS",
@@ -65,7 +67,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGETS_SECONDS: tuple[float, ...] = (1800.0, 3600.0, 14400.0, 57600.0)
-ONE_SHOT_POLICIES: tuple[str, ...] = ("nasoa", "random", "best-prior", "oracle")
+ONE_SHOT_POLICIES: tuple[str, ...] = ("nasoa", "nasoa-one-shot", "random", "best-prior", "oracle")
 SEARCHES: tuple[str, ...] = ("tpe", "hyperband")
 
 
@@ -108,9 +110,11 @@ PolicyFactory = Callable[[str, int, ExperienceTable, HpSpace], Policy]
 
 
 def default_policy_factory(name: str, seed: int, table: ExperienceTable, space: HpSpace) -> Policy:
-    """Build a one-shot policy by name: nasoa, random, best-prior or oracle."""
+    """Build a policy by name: nasoa (probe-then-commit), nasoa-one-shot, random, best-prior or oracle."""
     if name == "nasoa":
         return NasoaPolicy(seed=seed)
+    if name == "nasoa-one-shot":
+        return NasoaPolicy(seed=seed, generator="one-shot")
     if name == "random":
         return RandomPolicy(seed=seed)
     if name == "best-prior":
@@ -143,6 +147,42 @@ def _options(runs: Sequence[ExperienceRun]) -> tuple[RunOption, ...]:
     )
 
 
+class _Runner:
+    """Runs a policy's decision on a task's runs within a budget, from their measured curves.
+
+    Probes run in turn, each for its epochs or until the budget is spent (a probe that does
+    not finish an epoch spends the rest); the chosen run then continues to its planned
+    epochs within what the other probes left: probe seconds count against the budget.
+    """
+
+    def __init__(self, runs: Sequence[ExperienceRun], budget: float) -> None:
+        self.runs = runs
+        self.budget = budget
+        self.left = budget
+        self.spent: dict[int, float] = {}
+
+    def probe(self, index: int, epochs: int) -> tuple[CurvePoint, ...]:
+        run = self.runs[index]
+        head = [p for p in run.curve if p.epoch <= epochs] or list(run.curve[:1])
+        points = run.curve_within(min(self.left, head[-1].seconds))
+        cost = points[-1].seconds if points else self.left
+        self.left -= cost
+        self.spent[index] = self.spent.get(index, 0.0) + cost
+        return points
+
+    def run(self, decision: Decision) -> tuple[float, float, tuple[CurvePoint, ...]]:
+        """(best accuracy, total seconds incl. probes, the chosen run's curve) of ``decision``."""
+        others = sum(s for i, s in self.spent.items() if i != decision.choice)
+        left = self.budget - others
+        run = self.runs[decision.choice]
+        points = run.curve_within(left)
+        if decision.epochs:
+            points = tuple(p for p in points if p.epoch <= decision.epochs)
+        if not points:
+            return 0.0, self.budget, ()
+        return max(p.accuracy for p in points), others + points[-1].seconds, points
+
+
 def _play(
     stream: str,
     order: int,
@@ -165,15 +205,15 @@ def _play(
         )
         seen.add(task_id)
         for name, policy in policies.items():
-            choice = policy.choose(request)
-            run = runs[choice]
-            accuracy, seconds = run.outcome_within(budget)
-            outcome = Outcome(run.run_id, accuracy, seconds, run.curve_within(budget))
-            policy.observe(request, choice, outcome)
+            runner = _Runner(runs, budget)
+            decision = policy.decide(request, runner.probe)
+            run = runs[decision.choice]
+            accuracy, seconds, curve = runner.run(decision)
+            policy.observe(request, decision.choice, Outcome(run.run_id, accuracy, seconds, curve))
             records.append(
                 RequestRecord(
                     stream, order, fold, position, task_id, budget, request.first_visit, name,
-                    run.run_id, accuracy, seconds, oracle[(task_id, budget)],
+                    run.run_id, accuracy, seconds, oracle[(task_id, budget)], len(decision.probes),
                 )
             )
 

@@ -44,8 +44,9 @@ class RequestRecord:
     policy: str
     run_id: str
     accuracy: float
-    seconds: float
+    seconds: float  # probes included
     oracle_accuracy: float
+    probes: int = 0  # runs probed before the chosen one continued (0: a one-shot pick)
 
     @property
     def regret(self) -> float:
@@ -159,7 +160,7 @@ class ReplayResult:
             f"{self.config['n_runs']} runs), {self.config['folds']} folds, "
             f"{self.config['orders']} orders, seed {self.config['seed']}",
             "",
-            f"{'stream':<6} {'budget':>7} {'policy':<11} {'n':>5} {'acc':>6} {'regret':>7} "
+            f"{'stream':<6} {'budget':>7} {'policy':<14} {'n':>5} {'acc':>6} {'regret':>7} "
             f"{'1st-visit':>9} {'repeat':>7} {'hours':>6}",
         ]
         for stream in ("warm", "cold"):
@@ -169,10 +170,17 @@ class ReplayResult:
                         continue
                     label = _fmt_budget(budget) if budget else "mean"
                     lines.append(
-                        f"{stream:<6} {label:>7} {s.policy:<11} {s.n:>5} {s.mean_accuracy:>6.1f} "
+                        f"{stream:<6} {label:>7} {s.policy:<14} {s.n:>5} {s.mean_accuracy:>6.1f} "
                         f"{s.mean_regret:>7.1f} {_f(s.first_visit_regret):>9} "
                         f"{_f(s.repeat_regret):>7} {s.mean_seconds / 3600:>6.2f}"
                     )
+        staged = [r for r in self.records if r.probes]
+        if staged:
+            lines += ["", "staged plans (probes, then the chosen run continues): "
+                      + ", ".join(f"{p} {len(mine)} of {sum(r.policy == p for r in self.records)} requests, "
+                                  f"{sum(r.probes for r in mine) / len(mine):.1f} probes each"
+                                  for p in dict.fromkeys(r.policy for r in staged)
+                                  for mine in [[r for r in staged if r.policy == p]])]
         if self.searches:
             lines += ["", f"{'search':<10} {'budget':>7} {'n':>4} {'acc':>6} {'regret':>7} {'trials':>7}"]
             for s in self.searches:
@@ -183,7 +191,7 @@ class ReplayResult:
         if self.compute_ratios:
             lines += [
                 "",
-                "compute a search needs to match NASOA's warm one-shot mean accuracy, over the "
+                "compute a search needs to match NASOA's warm mean accuracy, over the "
                 "compute NASOA used (and over its budget):",
             ]
             for c in self.compute_ratios:

@@ -139,11 +139,13 @@ class AdaptorSettings(_Served, _Queues):
         "background", description="background: Observe returns once results are recorded; inline: once learned"
     )
     candidates: Path | None = Field(None, description="regime grid TOML (default: the shipped candidates.toml)")
-    policy: Literal["nasoa", "one-shot", "random", "fixed", "asha"] = Field("nasoa", description="schedule generator")
+    policy: Literal["nasoa", "one-shot", "random", "fixed", "asha"] = Field(
+        "nasoa", description="schedule generator: nasoa (probe-then-commit), one-shot, random, fixed or asha"
+    )
     fixed_model: str = Field("", description="model of the fixed policy (default: the zoo's median by CPU step time)")
     seed: int = Field(0, ge=0, description="seed of the policy")
-    risk_aversion: float = Field(0.5, ge=0, description="nasoa ranks by accuracy - k x its std: k")
-    exploration: float = Field(0.0, ge=0, le=1, description="probability of an optimistic (accuracy + std) pick")
+    risk_aversion: float = Field(0.5, ge=0, description="nasoa and one-shot rank by accuracy - k x its std: k")
+    exploration: float = Field(0.0, ge=0, le=1, description="one-shot: probability of an optimistic (accuracy + std) pick")
     dispatch: Literal["celery", "none"] = Field("celery", description="hand jobs to Celery workers, or plan only")
     reconcile_seconds: float = Field(30.0, gt=0, description="period of the reconciler that re-queues lost jobs")
     requeue_after_seconds: float = Field(

@@ -47,7 +47,8 @@ def test_replay_small_subset(small_table, tmp_path: Path) -> None:  # type: igno
     data = json.loads(result.to_json())
     assert data["config"]["n_tasks"] == 3
     warm = [r for r in result.records if r.stream == "warm"]
-    assert len(warm) == 3 * 2 * 2 * 4  # tasks x budgets x orders x policies
+    assert len(warm) == 3 * 2 * 2 * 5  # tasks x budgets x orders x policies
+    assert all(r.seconds <= r.budget_seconds + 1e-9 for r in result.records)  # probes included
     assert all(r.accuracy <= r.oracle_accuracy + 1e-9 for r in result.records)
     oracle = result.summary("oracle", "warm")
     assert oracle.mean_regret == 0.0

@@ -10,6 +10,7 @@ import pytest
 from adaptor_service import (
     FixedDefaultGenerator,
     OneShotGenerator,
+    ProbeThenCommitGenerator,
     RandomGenerator,
     ScoredCandidate,
     SuccessiveHalvingGenerator,
@@ -23,8 +24,9 @@ GENERATORS = [
     lambda seed: RandomGenerator(seed=seed),
     lambda seed: FixedDefaultGenerator(model="m1", hparams={"lr": 0.01}),
     lambda seed: SuccessiveHalvingGenerator(seed=seed),
+    lambda seed: ProbeThenCommitGenerator(seed=seed),
 ]
-IDS = ["nasoa", "nasoa-exploring", "random", "fixed", "asha"]
+IDS = ["one-shot", "one-shot-exploring", "random", "fixed", "asha", "probe-then-commit"]
 
 
 def _scored() -> list[ScoredCandidate]:
@@ -71,12 +73,18 @@ def test_plan_is_a_candidate_and_inputs_are_untouched(make):
     before = copy.deepcopy(scored)
     for task in _tasks():
         plan = make(0).choose(task, scored, time_margin=1.2, top_k=4)
-        assert plan.candidate in [s.candidate for s in scored]
+        # A plan's candidate is one of the candidates, or one of their runs planned longer.
+        same_run = [s.candidate for s in scored if (s.candidate.model, s.candidate.hparams)
+                    == (plan.candidate.model, plan.candidate.hparams)]
+        assert plan.candidate in same_run or plan.candidate.epochs > max(c.epochs for c in same_run)
+        for stage in plan.stages:
+            assert all(run in [s.candidate for s in scored] or run.epochs > 5 for run in stage.runs)
         assert len(plan.alternatives) <= 4
         fits = any(s.prediction.seconds * 1.2 <= task.budget_seconds for s in scored)
         assert plan.feasible == (plan.total_seconds() * 1.2 <= task.budget_seconds)
-        for stage in plan.stages:
-            assert all(run in [s.candidate for s in scored] for run in stage.runs)
+        runs = {(s.candidate.model, tuple(sorted(s.candidate.hparams.items()))) for s in scored}
+        for stage in plan.stages:  # a staged run may be longer than the scored ones, never another run
+            assert all((run.model, tuple(sorted(run.hparams.items()))) in runs for run in stage.runs)
         if fits and not isinstance(make(0), FixedDefaultGenerator):
             assert plan.feasible
     assert scored == before
@@ -104,7 +112,8 @@ def test_fixed_uses_its_model_and_most_epochs_that_fit():
 
 
 def test_unknown_policy_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown policy 'bohb': choose nasoa, one-shot, random, fixed or asha"):
+    with pytest.raises(ValueError, match="unknown policy 'bohb': choose nasoa, probe-then-commit, one-shot, random, fixed "
+                                         "or asha"):
         make_generator("bohb")
 
 

@@ -1,0 +1,323 @@
+"""Probe-then-commit: a few short probes, then the predicted winner for the rest of the budget.
+
+The first epochs of a run say more about a new task than its meta-features do. When the
+predictors cannot tell the best runs apart, :class:`ProbeThenCommitGenerator` plans two
+stages: K probe runs, each with its full planned schedule, stopped after p epochs; their
+curves are learned (the known-runs correction re-predicts each probe at its full length), and
+:func:`select_continuing` picks the one that continues to the end of its schedule. When the
+predictors are confident, or the budget holds too few runs, it plans one run, as the one-shot
+generator does.
+
+The budget is the task's total worker-seconds, probes included, over the time margin. A run
+may be planned beyond the longest length of the candidate space: its time is scaled linearly
+per epoch and its accuracy is held at the prediction of its longest predicted length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from adaptor_service._known_runs import RunKey, run_key
+from adaptor_service._learner import at_epochs
+from adaptor_service._schedulers import ScheduleGenerator, ScoredCandidate, _plan
+from nasoa_contracts import Plan, Prediction, Stage, TaskSpec
+
+__all__ = ["ProbeThenCommitGenerator", "select_continuing"]
+
+
+def select_continuing(stage: Stage, predictions: Sequence[Prediction]) -> list[int]:
+    """Indices of the ``stage.keep`` runs that continue, best first.
+
+    ``predictions`` are the stage's runs re-predicted at their full length once their probe
+    curves were learned. The best predicted accuracy continues; ties go to the better
+    predicted accuracy per second, then to the earlier run (the plan's own order).
+
+    >>> from nasoa_contracts import Candidate
+    >>> runs = (Candidate("a", epochs=9), Candidate("b", epochs=9), Candidate("c", epochs=9))
+    >>> stage = Stage(runs, (Prediction(80, 5, 10, 1),) * 3, stop_after_epochs=1, keep=1)
+    >>> select_continuing(stage, [Prediction(70, 1, 10, 1), Prediction(90, 1, 20, 1), Prediction(90, 1, 10, 1)])
+    [2]
+    """
+    if len(predictions) != len(stage.runs):
+        raise ValueError(f"one prediction per run of the stage: {len(stage.runs)} runs, {len(predictions)} predictions")
+
+    def rank(i: int) -> tuple[float, float, int]:
+        p = predictions[i]
+        accuracy = p.accuracy if math.isfinite(p.accuracy) else -math.inf
+        per_second = accuracy / p.seconds if p.seconds > 0 and math.isfinite(p.seconds) else -math.inf
+        return -accuracy, -per_second, i
+
+    return sorted(range(len(stage.runs)), key=rank)[: max(stage.keep, 0)]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One run (model and regime) with its predicted lengths, shortest first."""
+
+    key: RunKey
+    lengths: tuple[ScoredCandidate, ...]
+
+    def at(self, epochs: int) -> ScoredCandidate | None:
+        return next((s for s in self.lengths if s.candidate.epochs == epochs), None)
+
+
+class ProbeThenCommitGenerator(ScheduleGenerator):
+    """Probe a few runs for a few epochs, then continue the one predicted best from its curve.
+
+    Parameters
+    ----------
+    max_probes
+        The most runs probed (K); at least 2 are, or the plan is one-shot.
+    probe_epochs
+        The probe lengths p tried, shortest first; the longest whose probes fit
+        ``probe_share`` of the budget is used.
+    probe_share
+        The share of the budget the probes may take together.
+    confidence
+        One-shot when the best run's predicted accuracy beats the runner-up's by this many
+        standard deviations (of the difference) or more.
+    risk_aversion
+        Runs and lengths are ranked by ``accuracy - risk_aversion x accuracy_std``.
+    optimism
+        Probes are the runs of best ``accuracy + optimism x accuracy_std`` (optimism under
+        uncertainty: the probes check it).
+    per_model
+        The most probes of one model, so that probes cover several models.
+    max_loss
+        The most predicted accuracy (points) that probing may cost the winner by shortening
+        its schedule; K and p shrink until it holds.
+    max_epochs
+        The longest schedule planned, beyond the candidates' lengths (time scaled linearly
+        per epoch, accuracy held at the longest predicted length). 0: no extension.
+    tie_points
+        Runs within this many points of the best are tied: the one predicted to fill the
+        budget (``fill`` of it) wins, among those the best accuracy per second.
+    fill
+        The share of the budget a plan should use before accuracy per second breaks ties.
+    seed
+        Unused (the generator is deterministic); kept for the common constructor.
+    """
+
+    name = "probe-then-commit"
+
+    def __init__(
+        self,
+        max_probes: int = 10,
+        probe_epochs: tuple[int, ...] = (1, 2, 3),
+        probe_share: float = 0.5,
+        confidence: float = 1.0,
+        risk_aversion: float = 0.5,
+        optimism: float = 1.0,
+        per_model: int = 3,
+        max_loss: float = 1.0,
+        max_epochs: int = 10_000,
+        tie_points: float = 0.25,
+        fill: float = 0.8,
+        seed: int = 0,
+    ) -> None:
+        self.max_probes = max_probes
+        self.probe_epochs = probe_epochs
+        self.probe_share = probe_share
+        self.confidence = confidence
+        self.risk_aversion = risk_aversion
+        self.optimism = optimism
+        self.per_model = per_model
+        self.max_loss = max_loss
+        self.max_epochs = max_epochs
+        self.tie_points = tie_points
+        self.fill = fill
+        self.seed = seed
+
+    # ------------------------------------------------------------------ scoring
+
+    def _score(self, item: ScoredCandidate) -> float:
+        p = item.prediction
+        return p.accuracy - self.risk_aversion * p.accuracy_std
+
+    def _runs(self, scored: Sequence[ScoredCandidate]) -> list[_Run]:
+        grouped: dict[RunKey, dict[int, ScoredCandidate]] = {}
+        for item in scored:
+            if math.isfinite(item.prediction.accuracy) and math.isfinite(item.prediction.seconds):
+                grouped.setdefault(run_key(item.candidate), {}).setdefault(item.candidate.epochs, item)
+        return [_Run(key, tuple(lengths[e] for e in sorted(lengths))) for key, lengths in grouped.items()]
+
+    def _extended(self, run: _Run, available: float, ceiling: float) -> ScoredCandidate | None:
+        """The run at the most epochs that fit ``available`` seconds beyond its longest length."""
+        last = run.lengths[-1]
+        epochs, p = last.candidate.epochs, last.prediction
+        if self.max_epochs <= epochs or p.seconds <= 0:
+            return None
+        longest = min(self.max_epochs, int(available * epochs / p.seconds))
+        if longest <= epochs:
+            return None
+        scale = longest / epochs
+        prediction = Prediction(min(p.accuracy, ceiling), p.accuracy_std, p.seconds * scale, p.seconds_std * scale)
+        return ScoredCandidate(at_epochs(last.candidate, longest), prediction)
+
+    def _length(self, run: _Run, available: float, ceiling: float) -> ScoredCandidate | None:
+        """The run's longest length that fits ``available`` seconds among its best-scoring ones."""
+        fitting = [s for s in run.lengths if s.prediction.seconds <= available]
+        extended = self._extended(run, available, ceiling)
+        if extended is not None:
+            fitting.append(extended)
+        if not fitting:
+            return None
+        best = max(map(self._score, fitting))
+        return max((s for s in fitting if self._score(s) >= best - self.tie_points),
+                   key=lambda s: s.candidate.epochs)
+
+    def _pick(self, options: Sequence[ScoredCandidate], budget: float) -> ScoredCandidate:
+        """The best-scoring option; among ties, one that fills the budget, then accuracy per second."""
+        best = max(map(self._score, options))
+        tied = [s for s in options if self._score(s) >= best - self.tie_points]
+        filling = [s for s in tied if s.prediction.seconds >= self.fill * budget]
+        if not filling:
+            return max(tied, key=lambda s: (s.prediction.seconds, self._score(s)))
+        return max(filling, key=lambda s: (s.prediction.accuracy / max(s.prediction.seconds, 1e-9), self._score(s)))
+
+    # ------------------------------------------------------------------ planning
+
+    def choose(
+        self, task: TaskSpec, scored: Sequence[ScoredCandidate], time_margin: float, top_k: int = 5
+    ) -> Plan:
+        budget = task.budget_seconds / time_margin  # predicted seconds the plan may use
+        runs = self._runs(scored)
+        finite = [s.prediction.accuracy for s in scored if math.isfinite(s.prediction.accuracy)]
+        ceiling = min(100.0, max(finite, default=100.0))  # no extension predicts above the task's best
+        best_lengths = {run.key: self._length(run, budget, ceiling) for run in runs}
+        options = [s for s in best_lengths.values() if s is not None]
+        ranked = sorted(scored, key=self._score, reverse=True)
+        if not options:  # nothing fits: the fastest, so the job still ends near its deadline
+            fastest = sorted(scored, key=lambda s: s.prediction.seconds)
+            return _plan(self.name, fastest[0], fastest, task, time_margin, top_k,
+                         lambda item: f"slower ({item.prediction.seconds:.1f}s predicted)")
+        one_shot = self._pick(options, budget)
+        staged = None if self._confident(options) else self._probe_plan(task, runs, one_shot, budget, ceiling,
+                                                                        time_margin, top_k, ranked)
+        if staged is not None:
+            return staged
+        return _plan(self.name, one_shot, ranked, task, time_margin, top_k, self._why_lost(one_shot))
+
+    def _why_lost(self, chosen: ScoredCandidate) -> Callable[[ScoredCandidate], str]:
+        best = self._score(chosen)
+
+        def why(item: ScoredCandidate) -> str:
+            lost = self._score(item)
+            if lost >= best - self.tie_points:
+                return f"about the same risk-adjusted predicted accuracy ({lost:.1f}), ranked after the plan"
+            return f"lower risk-adjusted predicted accuracy ({lost:.1f} against {best:.1f})"
+
+        return why
+
+    def _confident(self, options: Sequence[ScoredCandidate]) -> bool:
+        """Whether the best run clearly beats the runner-up, given the predictions' spread."""
+        if len(options) < 2:
+            return True
+        first, second = sorted((s.prediction for s in options), key=lambda p: p.accuracy, reverse=True)[:2]
+        spread = math.hypot(first.accuracy_std, second.accuracy_std)
+        return first.accuracy - second.accuracy >= self.confidence * spread
+
+    def _probe_plan(
+        self, task: TaskSpec, runs: Sequence[_Run], one_shot: ScoredCandidate, budget: float, ceiling: float,
+        time_margin: float, top_k: int, ranked: Sequence[ScoredCandidate],
+    ) -> Plan | None:
+        """A two-stage plan, or None when probing does not pay (too few runs fit)."""
+        for p in sorted(self.probe_epochs, reverse=True):  # the longest probes that fit first
+            for k in range(self.max_probes, 1, -1):
+                probes = self._probes(runs, one_shot, p, k, budget, ceiling)
+                if probes is None:
+                    continue
+                # Probing shortens the one-shot pick (the first probe): worth it only if it loses little.
+                if self._score(probes[0][0]) < self._score(one_shot) - self.max_loss:
+                    continue
+                winner = select_continuing(Stage([s.candidate for s, _ in probes], [s.prediction for s, _ in probes],
+                                                 p, 1), [s.prediction for s, _ in probes])[0]
+                return self._staged(task, probes, p, winner, time_margin, top_k, ranked)
+        return None
+
+    def _probes(
+        self, runs: Sequence[_Run], one_shot: ScoredCandidate, p: int, k: int, budget: float, ceiling: float
+    ) -> list[tuple[ScoredCandidate, float]] | None:
+        """``k`` probes of ``p`` epochs, each at its longest length that fits after the others.
+
+        Each probe is (the run at its full length, its predicted seconds for ``p`` epochs).
+        The one-shot pick comes first; the others are the runs of best optimistic accuracy
+        among those whose optimistic accuracy beats the pick's pessimistic one (so the
+        uncertainty sets how many runs are worth probing).
+        """
+        first = run_key(one_shot.candidate)
+        plausible = one_shot.prediction.accuracy - one_shot.prediction.accuracy_std
+        candidates = []
+        for run in runs:
+            head = run.at(p)
+            if head is None or head.prediction.seconds <= 0:
+                continue
+            full = self._length(run, budget, ceiling)
+            if full is None or full.candidate.epochs <= p:
+                continue
+            optimistic = full.prediction.accuracy + self.optimism * full.prediction.accuracy_std
+            if optimistic <= plausible and run.key != first:
+                continue  # could not beat the one-shot pick even if the predictions erred by a std
+            candidates.append((math.inf if run.key == first else optimistic, run, head.prediction.seconds))
+        candidates.sort(key=lambda c: c[0], reverse=True)
+        chosen: list[tuple[_Run, float]] = []
+        per_model: dict[str, int] = {}
+        for _, run, cost in candidates:
+            model = run.key[0]
+            if per_model.get(model, 0) >= self.per_model:
+                continue
+            chosen.append((run, cost))
+            per_model[model] = per_model.get(model, 0) + 1
+            if len(chosen) == k:
+                break
+        total = sum(cost for _, cost in chosen)
+        if len(chosen) < k or chosen[0][0].key != first or total > self.probe_share * budget:
+            return None
+        probes = []
+        for run, cost in chosen:
+            full = self._length(run, budget - (total - cost), ceiling)  # what the other probes leave
+            if full is None or full.candidate.epochs <= p:
+                return None
+            probes.append((full, cost))
+        return probes
+
+    def _staged(
+        self, task: TaskSpec, probes: Sequence[tuple[ScoredCandidate, float]], p: int, winner: int,
+        time_margin: float, top_k: int, ranked: Sequence[ScoredCandidate],
+    ) -> Plan:
+        chosen, _ = probes[winner]
+        probe_stage = Stage([s.candidate for s, _ in probes], [s.prediction for s, _ in probes],
+                            stop_after_epochs=p, keep=1)
+        commit = Stage([chosen.candidate], [chosen.prediction], stop_after_epochs=0, keep=0)
+        planned = sum(cost for _, cost in probes) + chosen.prediction.seconds - probes[winner][1]
+        probed = {run_key(s.candidate) for s, _ in probes}
+        why_lost = self._why_lost(chosen)
+
+        def why(item: ScoredCandidate) -> str:
+            if run_key(item.candidate) in probed:
+                return f"probed for {p} epochs; its curve may still win"
+            return why_lost(item)
+
+        plan = _plan(self.name, chosen, ranked, task, time_margin, top_k, why)
+        return replace(plan, stages=(probe_stage, commit), planned_seconds=planned,
+                       feasible=planned * time_margin <= task.budget_seconds)
+
+    def rows_to_score(self, task: TaskSpec, seconds: np.ndarray, time_margin: float, top_k: int) -> np.ndarray | None:
+        """Every row: probes and lengths read many runs of the task."""
+        return None
+
+    def shortlist(
+        self,
+        task: TaskSpec,
+        accuracy: np.ndarray,
+        accuracy_std: np.ndarray,
+        seconds: np.ndarray,
+        time_margin: float,
+        top_k: int,
+    ) -> np.ndarray | None:
+        """Every candidate: a run's every length is needed to plan its probe and its full length."""
+        return None
