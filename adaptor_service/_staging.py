@@ -180,7 +180,9 @@ class Schedules:
         used = sum(c.result.seconds for c in children if c.result is not None)
         usable = [c for c in current if _usable(c)]
         if not usable:
-            return self._finish(parent, None, used, f"stage {parent.stage + 1}: no run finished an epoch")
+            failed = next((c for c in current if c.state == JobState.FAILED), None)
+            why = f" (run {failed.job_id}: {failed.message})" if failed is not None and failed.message else ""
+            return self._finish(parent, None, used, f"stage {parent.stage + 1}: no run finished an epoch{why}")
         last = parent.stage + 1 >= len(parent.plan.stages)
         if last:
             return self._finish(parent, usable[0], used, "")

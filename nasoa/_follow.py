@@ -58,7 +58,8 @@ class Follower:
                 try:
                     event = self.events.get(timeout=0.5)
                 except queue.Empty:
-                    if state == "QUEUED" and self.grace is not None and time.monotonic() - started > self.grace:
+                    waiting = state == "QUEUED" or (self.job.plan.staged and not self._run_bars)  # no run began
+                    if waiting and self.grace is not None and time.monotonic() - started > self.grace:
                         self._check_workers()
                         self.grace = None  # asked once
                     continue

@@ -130,7 +130,7 @@ def submit(
             make_console().print(f"job {job.job_id} {job.state.value}: {job.task.dataset_uri}, "
                              f"budget {job.task.budget_seconds:g}s", markup=False)
             print_plan(make_console(), job.plan, job.task.budget_seconds)
-        if job.state.value == "QUEUED":
+        if job.state.value == "QUEUED" or job.plan.staged:  # a staged job's runs wait in the queue
             warn_without_workers(device.value, console)
         if not wait:
             if as_json:

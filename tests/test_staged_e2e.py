@@ -31,7 +31,7 @@ def _cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_probes_run_on_workers_and_the_winner_continues_from_its_checkpoint(tmp_path, rabbitmq_url, queue_prefix):
     budget = 60.0
-    with LocalCluster(tmp_path / "home", broker_url=rabbitmq_url, workers=2, policy="asha") as cluster:
+    with LocalCluster(tmp_path / "home", broker_url=rabbitmq_url, workers=2, policy="nasoa") as cluster:
         submitted = _cli(cluster, "submit", "builtin:digits", "--budget", f"{budget:g}s", "--wait", "--json")
         logs = [(cluster.log_dir / f"worker{i}.log").read_text()[-2000:] for i in range(2)]
         assert submitted.returncode == 0, (submitted.stdout[-3000:], submitted.stderr[-3000:], logs)

@@ -62,17 +62,26 @@ def test_submit_wait_follows_a_real_job_to_done(cluster):
     proc = nasoa_submit("submit", "builtin:digits", "--budget", "20s", "--wait", address=address, timeout=300)
     assert proc.returncode == 0, (proc.stdout, proc.stderr, (cluster.log_dir / "worker0.log").read_text()[-3000:])
     assert "no worker consumes" not in proc.stderr  # the worker was found through Celery's inspect
-    assert "[RUNNING] running on nasoa0." in proc.stderr
     assert "result: DONE accuracy" in proc.stdout
     job_id = proc.stdout.split()[1]
     job = json.loads(nasoa_submit("status", job_id, "--json", address=address).stdout)
     assert job["state"] == "DONE" and job["result"]["accuracy"] > 20.0
     assert len(job["result"]["curve"]) >= 1 and job["result"]["seconds"] <= 22.0
-    # The adaptor's JSON log has an INFO line per submit, start and result of the job.
+    # The adaptor's JSON log has an INFO line per submit, and per start and result of each run.
     lines = [json.loads(line) for line in (cluster.log_dir / "adaptor.log").read_text().splitlines()
              if line.startswith("{")]
-    events = [line["event"] for line in lines if line.get("job_id") == job_id and "event" in line]
-    assert events == ["submit", "start", "result"]
+
+    def events(of: str) -> list[str]:
+        return [line["event"] for line in lines if line.get("job_id") == of and "event" in line]
+
+    runs = job.get("child_job_ids") or []
+    if runs:  # a staged plan (probe-then-commit): the runs are child jobs
+        assert "[RUNNING] stage 1 of 2:" in proc.stderr and "winner: stage 2" in proc.stdout
+        assert events(job_id) == ["submit"]
+        assert all(events(run) == ["start", "result"] for run in runs), {run: events(run) for run in runs}
+    else:
+        assert "[RUNNING] running on nasoa0." in proc.stderr
+        assert events(job_id) == ["submit", "start", "result"]
 
 
 class CeleryEvents(threading.Thread):
@@ -121,11 +130,12 @@ def test_failed_job_is_a_celery_failure_and_runs_once(cluster, tmp_path, rabbitm
     assert "result: FAILED" in proc.stdout
     status = json.loads(nasoa_submit("status", job_id, "--json", address=address).stdout)
     assert status["state"] == "FAILED" and "does not exist" in status["error"]
+    tasks = status.get("child_job_ids") or [job_id]  # a staged job's runs are the Celery tasks
     deadline = time.monotonic() + 30
-    while job_id not in events.seen and time.monotonic() < deadline:
+    while not set(tasks) <= set(events.seen) and time.monotonic() < deadline:
         time.sleep(0.2)
     events.stop()
-    assert events.seen.get(job_id) == "task-failed"  # Flower and `celery events` show FAILURE
+    assert {events.seen.get(task) for task in tasks} == {"task-failed"}  # Flower and `celery events` show FAILURE
     time.sleep(3)  # a redelivered message would have started the job again by now
     with Connection(rabbitmq_url) as conn:
         _, messages, _ = conn.channel().queue_declare(f"{cluster.env['NASOA_QUEUE_PREFIX']}.cpu", passive=True)
@@ -133,8 +143,9 @@ def test_failed_job_is_a_celery_failure_and_runs_once(cluster, tmp_path, rabbitm
     from clients import AdaptorClient
 
     with AdaptorClient(address) as client:
-        starts = [e for e in client.watch_job(job_id) if e.kind == "state" and "running" in e.message]
-    assert len(starts) == 1
+        for task in tasks:
+            starts = [e for e in client.watch_job(task) if e.kind == "state" and "running" in e.message]
+            assert len(starts) == 1
 
 
 def test_report_of_real_jobs_renders_and_leaderboard_is_a_dataframe(cluster, tmp_path):
@@ -209,8 +220,13 @@ def test_fit_without_an_address_starts_a_warm_single_machine_cluster(tmp_path, m
         _check_finetuned(model, tmp_path)
         cluster = nasoa.local_cluster()
         assert cluster.env["NASOA_BROKER_URL"] == "" and cluster.env["NASOA_STORE_URL"].startswith("sqlite:///")
-        stats = nasoa.Client(cluster.adaptor_address).stats()
-        assert stats["observations"] == 48 + 1  # the shipped table, then this job
-        assert list(nasoa.leaderboard()["job_id"]) == [model.manifest["job_id"]]
+        client = nasoa.Client(cluster.adaptor_address)
+        board = nasoa.leaderboard()
+        submitted = board[board["parent_job_id"].isna()]  # a staged job's runs have their own rows
+        assert len(submitted) == 1
+        job = client.job(submitted["job_id"].iloc[0])
+        assert model.manifest["job_id"] in (job.job_id, *job.child_job_ids)  # the winning run's model
+        # The shipped table, then one observation per run of this job.
+        assert client.stats()["observations"] == 48 + (len(job.child_job_ids) or 1)
     finally:
         _fit._stop_cluster()
