@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 
 def _start_adaptor(home, zoo_address: str, address: str, snapshot_every: int = 10) -> subprocess.Popen[bytes]:
     env = dict(os.environ, NASOA_HOME=str(home), NASOA_ZOO_ADDRESS=zoo_address, NASOA_DISPATCH="none", NASOA_WARM_START="none",
-               NASOA_SNAPSHOT_EVERY=str(snapshot_every), NASOA_GRACE_SECONDS="5")
+               NASOA_SNAPSHOT_EVERY=str(snapshot_every), NASOA_GRACE_SECONDS="5",
+               NASOA_POLICY="one-shot")  # a plan of one given candidate is its prediction: comparable
     with open(home / "adaptor.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "adaptor_service.server", "--address", address],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -134,7 +134,7 @@ def test_a_worker_waits_out_an_adaptor_outage_and_the_job_is_not_stranded(tmp_pa
     task = TaskSpec("builtin:digits", 20.0, compute_meta_features("builtin:digits").as_dict())
     # A short retry window, so the outage outlasts it: the task is rejected back to the queue.
     env = {"NASOA_ADAPTOR_RETRY_SECONDS": "3", "NASOA_MAX_DELIVERIES": "20"}
-    with LocalCluster(tmp_path / "home", broker_url=rabbitmq_url, workers=0, env=env) as cluster:
+    with LocalCluster(tmp_path / "home", broker_url=rabbitmq_url, workers=0, env=env, policy="one-shot") as cluster:
         client = cluster.client(timeout=30)
         job = client.submit(task)
         cluster.stop_process("adaptor", signal.SIGKILL)
