@@ -48,8 +48,8 @@ class Limits:
     max_key_chars: int = 64
     max_candidates: int = 5_000
     max_hparams: int = 16
-    max_curve_points: int = 1_000
-    max_epochs: int = 1_000
+    max_curve_points: int = 10_000
+    max_epochs: int = 10_000
     min_budget_seconds: float = 1.0
     max_budget_seconds: float = 86_400.0
     max_message_bytes: int = 4 * 1024 * 1024

@@ -134,7 +134,7 @@ def adaptor_from_settings(settings: AdaptorSettings) -> Adaptor:
         dispatcher = CeleryDispatcher(settings.broker_url, settings.home, settings.topology())
     options: dict[str, object] = {}
     if settings.policy == "nasoa":  # probe-then-commit
-        options = {"risk_aversion": settings.risk_aversion}
+        options = {"risk_aversion": settings.risk_aversion, "max_epochs": settings.max_epochs}
     elif settings.policy == "one-shot":
         options = {"risk_aversion": settings.risk_aversion, "exploration": settings.exploration}
     elif settings.policy == "fixed":

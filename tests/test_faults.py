@@ -252,7 +252,7 @@ def test_dataset_folders_must_lie_in_the_data_root(tmp_path, tiny_space):
     "candidate, code, expected",
     [
         (_candidate(model="not-in-zoo"), grpc.StatusCode.NOT_FOUND, "is not a model of this service's zoo"),
-        (_candidate(epochs=2**31 - 1), grpc.StatusCode.INVALID_ARGUMENT, "epochs must be at most 1000"),
+        (_candidate(epochs=2**31 - 1), grpc.StatusCode.INVALID_ARGUMENT, "epochs must be at most 10000"),
         (_candidate(hparams={"lr": pb.HParamValue(number=1e6)}), grpc.StatusCode.INVALID_ARGUMENT, "hparams['lr']"),
         (_candidate(hparams={"optimizer": pb.HParamValue(text="rmsprop")}), grpc.StatusCode.INVALID_ARGUMENT,
          "must be one of sgd, adam, adamw"),
@@ -283,13 +283,13 @@ def test_too_many_candidates_or_curve_points_are_refused_before_any_work(served)
         with pytest.raises(grpc.RpcError) as err:
             stub.Recommend(pb.RecommendRequest(task=_task(), candidates=big), timeout=10)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        curve = [pb.CurvePoint(epoch=e, accuracy=50.0, seconds=float(e)) for e in range(1, 1002)]
+        curve = [pb.CurvePoint(epoch=e, accuracy=50.0, seconds=float(e)) for e in range(1, 10_002)]
         request = pb.ObserveRequest(job_id="ext-1", task=_task(), candidate=_candidate(),
                                     result=pb.Result(accuracy=50.0, seconds=10.0, status="ok", curve=curve))
         with pytest.raises(grpc.RpcError) as err:
             stub.Observe(iter([request]), timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "observe message 1: result.curve has 1001 points; at most 1000" in err.value.details()
+        assert "observe message 1: result.curve has 10001 points; at most 10000" in err.value.details()
     assert adaptor.stats().observations == 0
 
 
