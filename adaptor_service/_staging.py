@@ -208,6 +208,7 @@ class Schedules:
                 continue
             continuing.append((runs[i], predictions[i], usable[i].job_id, budget))
         names = ", ".join(usable[i].job_id for i in kept)
+        log.info("staged job %s: stage %d decided, %s continue", parent.job_id, parent.stage + 1, names)
         self.jobs.event(parent, "state", f"stage {parent.stage + 1} decided: {names} continue"
                                          f" ({left:.0f}s of the budget left)")
         if not continuing:  # no budget left to continue: the best run so far wins as it is
@@ -236,6 +237,7 @@ class Schedules:
                     result=replace(result, job_id=parent.job_id, task=parent.task, seconds=used, message=message),
                 )
             self.jobs.store.update_job(parent)
+        log.info("staged job %s %s: %s", parent.job_id, parent.state.value, parent.message)
         result = parent.result
         point = CurvePoint(result.curve[-1].epoch if result and result.curve else 0,
                            result.accuracy if result else 0.0, used)
