@@ -19,8 +19,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from adaptor_service._known_runs import RunKey, run_key
 from adaptor_service._learner import at_epochs
 from adaptor_service._schedulers import ScheduleGenerator, ScoredCandidate, _plan
@@ -100,6 +98,8 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
         The share of the budget a plan should use before accuracy per second breaks ties.
     seed
         Unused (the generator is deterministic); kept for the common constructor.
+
+    It has no shortlist hooks: every length of every run plans the probes and their lengths.
     """
 
     name = "probe-then-commit"
@@ -305,19 +305,3 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
         plan = _plan(self.name, chosen, ranked, task, time_margin, top_k, why)
         return replace(plan, stages=(probe_stage, commit), planned_seconds=planned,
                        feasible=planned * time_margin <= task.budget_seconds)
-
-    def rows_to_score(self, task: TaskSpec, seconds: np.ndarray, time_margin: float, top_k: int) -> np.ndarray | None:
-        """Every row: probes and lengths read many runs of the task."""
-        return None
-
-    def shortlist(
-        self,
-        task: TaskSpec,
-        accuracy: np.ndarray,
-        accuracy_std: np.ndarray,
-        seconds: np.ndarray,
-        time_margin: float,
-        top_k: int,
-    ) -> np.ndarray | None:
-        """Every candidate: a run's every length is needed to plan its probe and its full length."""
-        return None
