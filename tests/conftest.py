@@ -91,19 +91,33 @@ def digits_task():
     return TaskSpec("builtin:digits", 30.0, {"num_samples": 1347.0, "num_classes": 10.0})
 
 
-@pytest.fixture
-def served(tiny_space):
-    """A real adaptor gRPC server on a free port (in-memory store, no dispatcher)."""
-    from adaptor_service import Adaptor
+def serve(adaptor):
+    """``adaptor`` behind a real gRPC server on a free port: yields (adaptor, address)."""
     from adaptor_service.server import make_server
 
-    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
     server, port, _ = make_server(adaptor, "127.0.0.1:0")
     server.start()
     try:
         yield adaptor, f"127.0.0.1:{port}"
     finally:
         server.stop(0).wait()
+
+
+@pytest.fixture
+def served(tiny_space):
+    """A real adaptor gRPC server on a free port (in-memory store, no dispatcher)."""
+    from adaptor_service import Adaptor
+
+    yield from serve(Adaptor.in_memory(candidate_space=tiny_space))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty embedded broker: the CLI's worker check finds nobody consuming the queue."""
+    monkeypatch.setenv("NASOA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NASOA_BROKER_URL", "")
+    (tmp_path / "home" / "broker").mkdir(parents=True)
+    return tmp_path / "home"
 
 
 @pytest.fixture(scope="session")

@@ -30,15 +30,6 @@ def nasoa_submit(*args: str, address: str, cwd: str | None = None, env: dict[str
                           env=full_env, timeout=timeout, cwd=cwd)
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """An empty embedded broker: the CLI's worker check finds nobody consuming the queue."""
-    monkeypatch.setenv("NASOA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("NASOA_BROKER_URL", "")
-    (tmp_path / "home" / "broker").mkdir(parents=True)
-    return tmp_path / "home"
-
-
 def image_folder(root, classes=("cat", "dog"), per_class=6):
     rng = np.random.default_rng(0)
     for name in classes:

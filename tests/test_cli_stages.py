@@ -26,7 +26,7 @@ SHA = "ab" * 32
 def staged_served():
     """A real adaptor gRPC server that plans with successive halving (in-memory store; dispatch recorded)."""
     from adaptor_service import Adaptor, CandidateSpace, ModelInfo, RegimeGrid, SuccessiveHalvingGenerator
-    from adaptor_service.server import make_server
+    from tests.conftest import serve
 
     models = [
         ModelInfo("small", {"cpu": 10.0}, num_params=10_000, macs=1_000_000, source_accuracy=50, num_stages=3),
@@ -36,22 +36,8 @@ def staged_served():
                       frozen_stages=(0, 1), optimizers=("sgd",))
     from tests.test_halving import _Queue
 
-    adaptor = Adaptor.in_memory(candidate_space=CandidateSpace(models, grid), generator=SuccessiveHalvingGenerator(),
-                                dispatcher=_Queue())
-    server, port, _ = make_server(adaptor, "127.0.0.1:0")
-    server.start()
-    try:
-        yield adaptor, f"127.0.0.1:{port}"
-    finally:
-        server.stop(0).wait()
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NASOA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("NASOA_BROKER_URL", "")
-    (tmp_path / "home" / "broker").mkdir(parents=True)
-    return tmp_path / "home"
+    yield from serve(Adaptor.in_memory(candidate_space=CandidateSpace(models, grid),
+                                       generator=SuccessiveHalvingGenerator(), dispatcher=_Queue()))
 
 
 def _task(budget: float) -> TaskSpec:
