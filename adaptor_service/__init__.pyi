@@ -33,6 +33,7 @@ from ._reconciler import Reconciler as Reconciler
 from ._schedulers import FixedDefaultGenerator as FixedDefaultGenerator
 from ._schedulers import OneShotGenerator as OneShotGenerator
 from ._schedulers import RandomGenerator as RandomGenerator
+from ._schedulers import RunIndex as RunIndex
 from ._schedulers import ScheduleGenerator as ScheduleGenerator
 from ._schedulers import ScoredCandidate as ScoredCandidate
 from ._schedulers import make_generator as make_generator

@@ -20,7 +20,7 @@ from adaptor_service._hedge import BEST_PRIOR
 from adaptor_service._known_runs import Measured, RunKey, correct_accuracy, correct_seconds, rows_by_run
 from adaptor_service._learner import Learner, accuracy_at, measured_runs, predict_candidates
 from adaptor_service._predictors import CandidateBlock, FeatureRows, make_features
-from adaptor_service._schedulers import ScheduleGenerator, ScoredCandidate
+from adaptor_service._schedulers import RunIndex, ScheduleGenerator, ScoredCandidate
 from nasoa_contracts import Candidate, CurvePoint, InvalidArgument, NotFound, Plan, Prediction, TaskSpec
 
 __all__ = ["Planner"]
@@ -53,6 +53,7 @@ class Planner:
         )
         self._blocks: _LRU[CandidateBlock] = _LRU(8)  # per (space, models): what every task shares
         self._run_rows: _LRU[dict[RunKey, list[int]]] = _LRU(8)  # per (space, models): rows of each run
+        self._run_index: _LRU[RunIndex] = _LRU(8)  # per (space, models): each row's run, for the shortlist
 
     @property
     def time_margin(self) -> float:
@@ -153,7 +154,12 @@ class Planner:
                 position = {int(row): i for i, row in enumerate(need)}
                 measured = [(position[i], c, curve) for i, c, curve in measured if i in position]
                 correct_accuracy(measured, acc, acc_std, accuracy_at(state, task))
-            picked = generator.shortlist(task, acc, acc_std, sec[need], margin, top_k) if hooks else None
+            picked = None
+            if hooks:
+                runs = self._run_index.get((space, models))
+                if runs is None:  # the same for every task of the space
+                    runs = self._run_index.put((space, models), RunIndex.of(candidates.templates))
+                picked = generator.shortlist(task, acc, acc_std, sec[need], margin, top_k, runs.take(need))
             if picked is None:
                 picked = np.arange(len(need))
             index = need[picked]

@@ -19,10 +19,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from adaptor_service._known_runs import RunKey, run_key
 from adaptor_service._learner import at_epochs
-from adaptor_service._schedulers import ScheduleGenerator, ScoredCandidate, _plan
-from nasoa_contracts import Plan, Prediction, Stage, TaskSpec
+from adaptor_service._schedulers import RunIndex, ScheduleGenerator, ScoredCandidate, _plan
+from nasoa_contracts import Candidate, Plan, Prediction, Stage, TaskSpec
 
 __all__ = ["ProbeThenCommitGenerator", "select_continuing"]
 
@@ -50,6 +52,39 @@ def select_continuing(stage: Stage, predictions: Sequence[Prediction]) -> list[i
         return -accuracy, -per_second, i
 
     return sorted(range(len(stage.runs)), key=rank)[: max(stage.keep, 0)]
+
+
+class _Extension:
+    """A run planned beyond its longest length ``last``; its candidate is made only when read.
+
+    Every run gets one per budget tried, and few of them end in a plan: making (and
+    validating) a candidate for each costed more than the rest of the plan.
+    """
+
+    __slots__ = ("_candidate", "_last", "epochs", "prediction")
+
+    def __init__(self, last: ScoredCandidate, epochs: int, prediction: Prediction) -> None:
+        self._last = last
+        self._candidate: Candidate | None = None
+        self.epochs = epochs
+        self.prediction = prediction
+
+    @property
+    def candidate(self) -> Candidate:
+        if self._candidate is None:
+            self._candidate = at_epochs(self._last.candidate, self.epochs)
+        return self._candidate
+
+
+_Length = ScoredCandidate | _Extension
+
+
+def _epochs(item: _Length) -> int:
+    return item.epochs if isinstance(item, _Extension) else item.candidate.epochs
+
+
+def _scored(item: _Length) -> ScoredCandidate:
+    return ScoredCandidate(item.candidate, item.prediction) if isinstance(item, _Extension) else item
 
 
 @dataclass(frozen=True)
@@ -99,7 +134,7 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
     seed
         Unused (the generator is deterministic); kept for the common constructor.
 
-    It has no shortlist hooks: every length of every run plans the probes and their lengths.
+    Its shortlist keeps whole runs: those its plan can read (see :meth:`shortlist`).
     """
 
     name = "probe-then-commit"
@@ -134,7 +169,7 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
 
     # ------------------------------------------------------------------ scoring
 
-    def _score(self, item: ScoredCandidate) -> float:
+    def _score(self, item: _Length) -> float:
         p = item.prediction
         return p.accuracy - self.risk_aversion * p.accuracy_std
 
@@ -145,7 +180,7 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
                 grouped.setdefault(run_key(item.candidate), {}).setdefault(item.candidate.epochs, item)
         return [_Run(key, tuple(lengths[e] for e in sorted(lengths))) for key, lengths in grouped.items()]
 
-    def _extended(self, run: _Run, available: float, ceiling: float) -> ScoredCandidate | None:
+    def _extended(self, run: _Run, available: float, ceiling: float) -> _Extension | None:
         """The run at the most epochs that fit ``available`` seconds beyond its longest length."""
         last = run.lengths[-1]
         epochs, p = last.candidate.epochs, last.prediction
@@ -156,21 +191,20 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
             return None
         scale = longest / epochs
         prediction = Prediction(min(p.accuracy, ceiling), p.accuracy_std, p.seconds * scale, p.seconds_std * scale)
-        return ScoredCandidate(at_epochs(last.candidate, longest), prediction)
+        return _Extension(last, longest, prediction)
 
-    def _length(self, run: _Run, available: float, ceiling: float) -> ScoredCandidate | None:
+    def _length(self, run: _Run, available: float, ceiling: float) -> _Length | None:
         """The run's longest length that fits ``available`` seconds among its best-scoring ones."""
-        fitting = [s for s in run.lengths if s.prediction.seconds <= available]
+        fitting: list[_Length] = [s for s in run.lengths if s.prediction.seconds <= available]
         extended = self._extended(run, available, ceiling)
         if extended is not None:
             fitting.append(extended)
         if not fitting:
             return None
         best = max(map(self._score, fitting))
-        return max((s for s in fitting if self._score(s) >= best - self.tie_points),
-                   key=lambda s: s.candidate.epochs)
+        return max((s for s in fitting if self._score(s) >= best - self.tie_points), key=_epochs)
 
-    def _pick(self, options: Sequence[ScoredCandidate], budget: float) -> ScoredCandidate:
+    def _pick(self, options: Sequence[_Length], budget: float) -> _Length:
         """The best-scoring option; among ties, one that fills the budget, then accuracy per second."""
         best = max(map(self._score, options))
         tied = [s for s in options if self._score(s) >= best - self.tie_points]
@@ -178,6 +212,125 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
         if not filling:
             return max(tied, key=lambda s: (s.prediction.seconds, self._score(s)))
         return max(filling, key=lambda s: (s.prediction.accuracy / max(s.prediction.seconds, 1e-9), self._score(s)))
+
+    # ------------------------------------------------------------------ shortlist
+
+    def shortlist(
+        self,
+        task: TaskSpec,
+        accuracy: np.ndarray,
+        accuracy_std: np.ndarray,
+        seconds: np.ndarray,
+        time_margin: float,
+        top_k: int,
+        runs: RunIndex | None = None,
+    ) -> np.ndarray | None:
+        """Every length of the runs ``choose`` can read; None (all) when ``runs`` is not known.
+
+        Those are the runs of the ``top_k + 1`` best-scoring candidates (the alternatives),
+        the runs tied with the best full-budget length (the one-shot pick), the two of best
+        accuracy at that length (the confidence test), and for each probe length the first
+        ``max_probes`` runs that the probe selection counts. Each run's full-budget length is
+        computed here as :meth:`_length` computes it, on arrays. The extensions' ceiling needs
+        no run: it is at least each run's own accuracy, so only its cap at 100 ever binds.
+        """
+        arrays = (accuracy, accuracy_std, seconds)
+        if runs is None or not len(accuracy) or not all(np.isfinite(a).all() for a in arrays):
+            return None  # NaN orders differently in Python's sort
+        budget = task.budget_seconds / time_margin
+        ceiling = min(100.0, float(accuracy.max()))
+        score = accuracy - self.risk_aversion * accuracy_std
+        option = self._full_lengths(runs, accuracy, accuracy_std, seconds, score, budget, ceiling)
+        if option is None:  # nothing fits: the plan is the fastest candidate
+            return None
+        o_acc, o_std, o_sec, o_score, o_epochs, has = option
+        keep = set(runs.run[np.argsort(-score, kind="stable")[: top_k + 1]].tolist())
+        candidates = np.flatnonzero(has)
+        tied = candidates[o_score[candidates] >= o_score[candidates].max() - self.tie_points]
+        keep.update(tied.tolist())
+        keep.update(candidates[np.argsort(-o_acc[candidates], kind="stable")[:2]].tolist())
+        first = self._pick_run(tied.tolist(), o_acc.tolist(), o_sec.tolist(), o_score.tolist(), budget)
+        plausible = o_acc[first] - o_std[first]
+        optimistic = o_acc + self.optimism * o_std
+        run_model = np.empty(len(has), dtype=np.intp)
+        run_model[runs.run] = runs.model
+        for p in self.probe_epochs:
+            head = np.zeros(len(has), dtype=bool)
+            at_p = runs.epochs == p
+            head[runs.run[at_p & (seconds > 0)]] = True
+            eligible = head & has & (o_epochs > p) & (optimistic > plausible)
+            eligible[first] = head[first] and has[first] and o_epochs[first] > p
+            order = np.flatnonzero(eligible)
+            key = optimistic[order]
+            key[order == first] = math.inf
+            walked, per_model = 0, {}
+            for r in order[np.argsort(-key, kind="stable")].tolist():
+                model = int(run_model[r])
+                if per_model.get(model, 0) >= self.per_model:
+                    continue
+                keep.add(r)
+                per_model[model] = per_model.get(model, 0) + 1
+                walked += 1
+                if walked == self.max_probes:
+                    break
+        return np.flatnonzero(np.isin(runs.run, np.fromiter(keep, dtype=np.intp)))
+
+    def _full_lengths(
+        self, runs: RunIndex, accuracy: np.ndarray, accuracy_std: np.ndarray, seconds: np.ndarray,
+        score: np.ndarray, budget: float, ceiling: float,
+    ) -> tuple[np.ndarray, ...] | None:
+        """Each run's :meth:`_length` over the whole budget, as arrays by run number; None: none fits.
+
+        (accuracy, std, seconds, score, epochs, whether the run has one), the same floats
+        as the objects' arithmetic gives.
+        """
+        n_runs = int(runs.run.max()) + 1
+        fits = seconds <= budget
+        if not fits.any():
+            return None
+        # Each run's longest length ("last"), whatever its time: the one extended.
+        order = np.lexsort((runs.epochs, runs.run))
+        is_last = np.ones(len(order), dtype=bool)
+        is_last[:-1] = runs.run[order][1:] != runs.run[order][:-1]
+        last = np.empty(n_runs, dtype=np.intp)
+        last[runs.run[order[is_last]]] = order[is_last]
+        l_epochs, l_sec = runs.epochs[last].astype(float), seconds[last]
+        positive = l_sec > 0
+        longest = np.zeros(n_runs)
+        longest[positive] = np.floor(budget * l_epochs[positive] / l_sec[positive])
+        longest = np.minimum(longest, float(self.max_epochs))
+        extends = positive & (l_epochs < self.max_epochs) & (longest > l_epochs)
+        x_acc = np.minimum(accuracy[last], ceiling)
+        x_std = accuracy_std[last]
+        x_sec = l_sec * (longest / l_epochs)
+        x_score = x_acc - self.risk_aversion * x_std
+        best = np.full(n_runs, -math.inf)
+        np.maximum.at(best, runs.run[fits], score[fits])
+        best = np.where(extends, np.maximum(best, x_score), best)
+        has = np.isfinite(best)
+        # The longest length within tie_points of the best: the extension when it is tied.
+        tied = fits & (score >= (best - self.tie_points)[runs.run])
+        pick = np.full(n_runs, -1, dtype=np.intp)
+        rows = np.flatnonzero(tied)
+        rows = rows[np.lexsort((runs.epochs[rows], runs.run[rows]))]  # per run, the longest last
+        longest_tied = np.ones(len(rows), dtype=bool)
+        longest_tied[:-1] = runs.run[rows][1:] != runs.run[rows][:-1]
+        pick[runs.run[rows[longest_tied]]] = rows[longest_tied]
+        use_x = extends & (x_score >= best - self.tie_points)
+        pick_rows = np.where(pick >= 0, pick, 0)
+        o_acc = np.where(use_x, x_acc, accuracy[pick_rows])
+        o_std = np.where(use_x, x_std, accuracy_std[pick_rows])
+        o_sec = np.where(use_x, x_sec, seconds[pick_rows])
+        o_score = np.where(use_x, x_score, score[pick_rows])
+        o_epochs = np.where(use_x, longest, runs.epochs[pick_rows].astype(float))
+        return o_acc, o_std, o_sec, o_score, o_epochs, has
+
+    def _pick_run(self, tied: list[int], acc: list[float], sec: list[float], score: list[float], budget: float) -> int:
+        """:meth:`_pick` over runs by number: among the tied, the one filling the budget, then per second."""
+        filling = [r for r in tied if sec[r] >= self.fill * budget]
+        if not filling:
+            return max(tied, key=lambda r: (sec[r], score[r]))
+        return max(filling, key=lambda r: (acc[r] / max(sec[r], 1e-9), score[r]))
 
     # ------------------------------------------------------------------ planning
 
@@ -196,13 +349,13 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
             return _plan(self.name, fastest[0], fastest, task, time_margin, top_k,
                          lambda item: f"slower ({item.prediction.seconds:.1f}s predicted)")
         one_shot = self._pick(options, budget)
-        staged = None if self._confident(options) else self._probe_plan(task, runs, one_shot, budget, ceiling,
-                                                                        time_margin, top_k, ranked)
+        staged = None if self._confident(options) else self._probe_plan(
+            task, runs, best_lengths, one_shot, budget, ceiling, time_margin, top_k, ranked)
         if staged is not None:
             return staged
-        return _plan(self.name, one_shot, ranked, task, time_margin, top_k, self._why_lost(one_shot))
+        return _plan(self.name, _scored(one_shot), ranked, task, time_margin, top_k, self._why_lost(one_shot))
 
-    def _why_lost(self, chosen: ScoredCandidate) -> Callable[[ScoredCandidate], str]:
+    def _why_lost(self, chosen: _Length) -> Callable[[ScoredCandidate], str]:
         best = self._score(chosen)
 
         def why(item: ScoredCandidate) -> str:
@@ -213,7 +366,7 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
 
         return why
 
-    def _confident(self, options: Sequence[ScoredCandidate]) -> bool:
+    def _confident(self, options: Sequence[_Length]) -> bool:
         """Whether the best run clearly beats the runner-up, given the predictions' spread."""
         if len(options) < 2:
             return True
@@ -222,13 +375,17 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
         return first.accuracy - second.accuracy >= self.confidence * spread
 
     def _probe_plan(
-        self, task: TaskSpec, runs: Sequence[_Run], one_shot: ScoredCandidate, budget: float, ceiling: float,
-        time_margin: float, top_k: int, ranked: Sequence[ScoredCandidate],
+        self, task: TaskSpec, runs: Sequence[_Run], full_lengths: dict[RunKey, _Length | None], one_shot: _Length,
+        budget: float, ceiling: float, time_margin: float, top_k: int, ranked: Sequence[ScoredCandidate],
     ) -> Plan | None:
-        """A two-stage plan, or None when probing does not pay (too few runs fit)."""
+        """A two-stage plan, or None when probing does not pay (too few runs fit).
+
+        ``full_lengths``: each run's length over the whole budget (None: none fits).
+        """
         for p in sorted(self.probe_epochs, reverse=True):  # the longest probes that fit first
+            eligible = self._probe_candidates(runs, full_lengths, one_shot, p)
             for k in range(self.max_probes, 1, -1):
-                probes = self._probes(runs, one_shot, p, k, budget, ceiling)
+                probes = self._probes(eligible, one_shot, p, k, budget, ceiling)
                 if probes is None:
                     continue
                 # Probing shortens the one-shot pick (the first probe): worth it only if it loses little.
@@ -239,12 +396,11 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
                 return self._staged(task, probes, p, winner, time_margin, top_k, ranked)
         return None
 
-    def _probes(
-        self, runs: Sequence[_Run], one_shot: ScoredCandidate, p: int, k: int, budget: float, ceiling: float
-    ) -> list[tuple[ScoredCandidate, float]] | None:
-        """``k`` probes of ``p`` epochs, each at its longest length that fits after the others.
+    def _probe_candidates(
+        self, runs: Sequence[_Run], full_lengths: dict[RunKey, _Length | None], one_shot: _Length, p: int
+    ) -> list[tuple[_Run, float]]:
+        """The runs worth probing for ``p`` epochs with their probes' predicted seconds, best first.
 
-        Each probe is (the run at its full length, its predicted seconds for ``p`` epochs).
         The one-shot pick comes first; the others are the runs of best optimistic accuracy
         among those whose optimistic accuracy beats the pick's pessimistic one (so the
         uncertainty sets how many runs are worth probing).
@@ -256,17 +412,27 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
             head = run.at(p)
             if head is None or head.prediction.seconds <= 0:
                 continue
-            full = self._length(run, budget, ceiling)
-            if full is None or full.candidate.epochs <= p:
+            full = full_lengths[run.key]
+            if full is None or _epochs(full) <= p:
                 continue
             optimistic = full.prediction.accuracy + self.optimism * full.prediction.accuracy_std
             if optimistic <= plausible and run.key != first:
                 continue  # could not beat the one-shot pick even if the predictions erred by a std
             candidates.append((math.inf if run.key == first else optimistic, run, head.prediction.seconds))
         candidates.sort(key=lambda c: c[0], reverse=True)
+        return [(run, cost) for _, run, cost in candidates]
+
+    def _probes(
+        self, eligible: Sequence[tuple[_Run, float]], one_shot: _Length, p: int, k: int, budget: float, ceiling: float
+    ) -> list[tuple[_Length, float]] | None:
+        """``k`` probes of ``p`` epochs among ``eligible``, each at its longest length that fits after the others.
+
+        Each probe is (the run at its full length, its predicted seconds for ``p`` epochs).
+        """
+        first = run_key(one_shot.candidate)
         chosen: list[tuple[_Run, float]] = []
         per_model: dict[str, int] = {}
-        for _, run, cost in candidates:
+        for run, cost in eligible:
             model = run.key[0]
             if per_model.get(model, 0) >= self.per_model:
                 continue
@@ -280,16 +446,16 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
         probes = []
         for run, cost in chosen:
             full = self._length(run, budget - (total - cost), ceiling)  # what the other probes leave
-            if full is None or full.candidate.epochs <= p:
+            if full is None or _epochs(full) <= p:
                 return None
             probes.append((full, cost))
         return probes
 
     def _staged(
-        self, task: TaskSpec, probes: Sequence[tuple[ScoredCandidate, float]], p: int, winner: int,
+        self, task: TaskSpec, probes: Sequence[tuple[_Length, float]], p: int, winner: int,
         time_margin: float, top_k: int, ranked: Sequence[ScoredCandidate],
     ) -> Plan:
-        chosen, _ = probes[winner]
+        chosen = _scored(probes[winner][0])
         probe_stage = Stage([s.candidate for s, _ in probes], [s.prediction for s, _ in probes],
                             stop_after_epochs=p, keep=1)
         commit = Stage([chosen.candidate], [chosen.prediction], stop_after_epochs=0, keep=0)

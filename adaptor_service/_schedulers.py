@@ -15,12 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from adaptor_service._known_runs import run_key
 from nasoa_contracts import Alternative, Candidate, Plan, Prediction, TaskSpec
 
 __all__ = [
     "FixedDefaultGenerator",
     "OneShotGenerator",
     "RandomGenerator",
+    "RunIndex",
     "ScheduleGenerator",
     "ScoredCandidate",
     "make_generator",
@@ -31,6 +33,36 @@ __all__ = [
 class ScoredCandidate:
     candidate: Candidate
     prediction: Prediction
+
+
+@dataclass(frozen=True)
+class RunIndex:
+    """Which run each candidate is: one model and regime, planned for any number of epochs.
+
+    One entry per candidate: ``run`` numbers the runs in order of first appearance,
+    ``model`` the models, and ``epochs`` is the candidate's length.
+
+    >>> index = RunIndex.of([Candidate("a", epochs=1), Candidate("b"), Candidate("a", epochs=3)])
+    >>> index.run.tolist(), index.model.tolist(), index.epochs.tolist()
+    ([0, 1, 0], [0, 1, 0], [1, 1, 3])
+    """
+
+    run: np.ndarray
+    model: np.ndarray
+    epochs: np.ndarray
+
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate]) -> RunIndex:
+        runs: dict[object, int] = {}
+        models: dict[str, int] = {}
+        run = [runs.setdefault(run_key(c), len(runs)) for c in candidates]
+        model = [models.setdefault(c.model, len(models)) for c in candidates]
+        return cls(np.array(run, dtype=np.intp), np.array(model, dtype=np.intp),
+                   np.array([c.epochs for c in candidates], dtype=np.int64))
+
+    def take(self, rows: np.ndarray) -> RunIndex:
+        """The index of the candidates at ``rows`` (run numbers kept as they are)."""
+        return RunIndex(self.run[rows], self.model[rows], self.epochs[rows])
 
 
 class ScheduleGenerator(abc.ABC):
@@ -52,6 +84,7 @@ class ScheduleGenerator(abc.ABC):
     # generator that reads only a few of them may say which, and the planner then predicts the
     # accuracy of those rows only and builds objects for the shortlist only. ``choose`` over the
     # shortlist must give the very same plan as over all candidates (candidate keys unique).
+    # ``runs`` says which candidates are the same run at other lengths (None: not known).
 
     def rows_to_score(self, task: TaskSpec, seconds: np.ndarray, time_margin: float, top_k: int) -> np.ndarray | None:
         """Indices of the candidates whose accuracy ``choose`` may read, by predicted time; None: all."""
@@ -65,6 +98,7 @@ class ScheduleGenerator(abc.ABC):
         seconds: np.ndarray,
         time_margin: float,
         top_k: int,
+        runs: RunIndex | None = None,
     ) -> np.ndarray | None:
         """Indices (into these arrays) of the candidates ``choose`` can put in its plan; None: all."""
         return None
@@ -206,6 +240,7 @@ class OneShotGenerator(ScheduleGenerator):
         seconds: np.ndarray,
         time_margin: float,
         top_k: int,
+        runs: RunIndex | None = None,
     ) -> np.ndarray | None:
         """The best risk-adjusted candidate that fits plus the next ``top_k`` of its ranking.
 

@@ -153,3 +153,88 @@ def test_nasoa_falls_back_to_one_shot_on_single_row_runs():
 
     decision = policy.decide(request, probe)
     assert decision.probes == () and 0 <= decision.choice < 6
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_shortlist_gives_the_plan_of_every_candidate(seed):
+    """Random spaces (rows shuffled, values rounded so that ties happen) and settings: the
+    plan over the shortlisted runs is the plan over all candidates, and the shortlist prunes."""
+    import random
+
+    import numpy as np
+
+    from adaptor_service import RunIndex
+
+    rng = random.Random(seed)
+    grid = sorted(rng.sample(GRID, rng.randint(1, len(GRID))))
+    scored = []
+    for m in range(rng.randint(1, 6)):
+        for lr in rng.sample([0.001, 0.003, 0.01, 0.03, 0.1], rng.randint(1, 5)):
+            top, per_epoch = rng.choice([50.0, 70.0, 70.5, 80.0, 90.0]), rng.choice([0.5, 2.0, 2.0, 8.0])
+            for epochs in grid:
+                acc = round(max(0.0, top - rng.choice([20.0, 5.0, 0.0]) / epochs + rng.choice([0.0, 0.25, -3.0])), 2)
+                std = rng.choice([0.0, 0.25, 2.0, 10.0])
+                seconds = 0.5 + per_epoch * epochs
+                candidate = Candidate(f"m{m}", {"lr": lr}, epochs=epochs, prior_seconds=seconds)
+                scored.append(ScoredCandidate(candidate, Prediction(acc, std, seconds, 0.1 * seconds)))
+    rng.shuffle(scored)
+    acc, std, sec = (np.array([getattr(s.prediction, f) for s in scored]) for f in ("accuracy", "accuracy_std", "seconds"))
+    runs = RunIndex.of([s.candidate for s in scored])
+    pruned = 0
+    for _ in range(6):
+        options = {"max_probes": rng.randint(2, 10), "per_model": rng.randint(1, 3), "max_epochs": rng.choice([10_000, 15]),
+                   "tie_points": rng.choice([0.0, 0.25, 2.0]), "risk_aversion": rng.choice([0.0, 0.5, 1.0]),
+                   "confidence": rng.choice([0.0, 1.0, 3.0]), "probe_epochs": tuple(rng.sample((1, 2, 3), rng.randint(1, 3)))}
+        generator = ProbeThenCommitGenerator(**options)
+        task = TaskSpec("builtin:digits", rng.choice([0.5, 3.0, 20.0, 60.0, 200.0, 3600.0]))
+        margin, top_k = rng.choice([1.0, 1.2, 2.0]), rng.randint(1, 6)
+        picked = generator.shortlist(task, acc, std, sec, margin, top_k, runs)
+        _assert_full_lengths_match(generator, scored, runs, task.budget_seconds / margin)
+        if picked is None:
+            assert not (sec <= task.budget_seconds / margin).any(), "None only when nothing fits"
+            continue
+        pruned += len(picked) < len(scored)
+        assert list(picked) == sorted(picked)
+        expected = generator.choose(task, scored, margin, top_k)
+        assert generator.choose(task, [scored[i] for i in picked], margin, top_k) == expected, options
+    if len(set(runs.run.tolist())) > 12:
+        assert pruned, "a space of many runs is cut down"
+
+
+def test_the_space_plan_with_the_shortlist_is_the_plan_of_every_candidate():
+    """The planner's path (cached rows, shortlist, known-run corrections) against every candidate."""
+    from adaptor_service import Adaptor
+    from benchmarks._service_bench import benchmark_space
+    from tests.test_fast_paths import _observations, _plain_plan, _task
+
+    space = benchmark_space(2)
+    adaptor = Adaptor.in_memory(candidate_space=space, generator=ProbeThenCommitGenerator())
+    adaptor.warm_start(_observations(space, 0, 40))
+    staged = 0
+    for i in range(10):
+        task = _task(i % 4, budget=5.0 + 40 * i)
+        plan = adaptor.recommend(task, top_k=1 + i % 5)
+        assert plan == _plain_plan(adaptor, ProbeThenCommitGenerator(), task, 1 + i % 5)
+        staged += bool(plan.stages)
+    assert adaptor.state.known_runs.of_task(_task(1)), "the tasks asked for have measured runs"
+    assert staged, "some plans probe"
+
+
+def _assert_full_lengths_match(generator, scored, runs, budget):
+    """The shortlist's arrays hold, run by run, the very floats of ``_length`` over the budget."""
+    import numpy as np
+
+    acc, std, sec = (np.array([getattr(s.prediction, f) for s in scored]) for f in ("accuracy", "accuracy_std", "seconds"))
+    ceiling = min(100.0, float(acc.max()))
+    arrays = generator._full_lengths(runs, acc, std, sec, acc - generator.risk_aversion * std, budget, ceiling)
+    if arrays is None:
+        return
+    o_acc, o_std, o_sec, o_score, o_epochs, has = arrays
+    for run in generator._runs(scored):
+        number = int(runs.run[[s.candidate for s in scored].index(run.lengths[0].candidate)])
+        length = generator._length(run, budget, ceiling)
+        assert has[number] == (length is not None)
+        if length is not None:
+            p = length.prediction
+            got = (o_acc[number], o_std[number], o_sec[number], o_score[number], int(o_epochs[number]))
+            assert got == (p.accuracy, p.accuracy_std, p.seconds, generator._score(length), length.candidate.epochs)

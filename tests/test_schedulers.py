@@ -12,6 +12,7 @@ from adaptor_service import (
     OneShotGenerator,
     ProbeThenCommitGenerator,
     RandomGenerator,
+    RunIndex,
     ScoredCandidate,
     SuccessiveHalvingGenerator,
     make_generator,
@@ -126,11 +127,12 @@ def test_shortlist_hooks_give_the_plan_of_all_candidates(make):
     acc = np.array([s.prediction.accuracy for s in scored])
     std = np.array([s.prediction.accuracy_std for s in scored])
     sec = np.array([s.prediction.seconds for s in scored])
+    runs = RunIndex.of([s.candidate for s in scored])
     for task in _tasks():
         full, short = make(11), make(11)
         need = short.rows_to_score(task, sec, 1.2, 3)
         need = np.arange(len(scored)) if need is None else need
-        picked = short.shortlist(task, acc[need], std[need], sec[need], 1.2, 3)
+        picked = short.shortlist(task, acc[need], std[need], sec[need], 1.2, 3, runs.take(need))
         index = need if picked is None else need[picked]
         assert full.choose(task, scored, 1.2, 3) == short.choose(task, [scored[i] for i in index], 1.2, 3)
 def test_runners_up_say_how_they_differ_and_why_they_lost():
