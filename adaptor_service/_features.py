@@ -283,6 +283,7 @@ class FeatureRows(Sequence[Features]):
         self._remake = remake
         self._lock = threading.Lock()
         self.memo: dict[int, tuple[object, ...]] = {}  # id(model) -> (weakref, version, predictions)
+        self.on_dicts: Callable[[], None] | None = None  # told when the dicts are made (a cache re-weighs)
 
     @classmethod
     def from_arrays(
@@ -301,11 +302,21 @@ class FeatureRows(Sequence[Features]):
     def __len__(self) -> int:
         return len(self.values)
 
+    @property
+    def holds_dicts(self) -> bool:
+        """Whether the rows hold every row's dict (made when a model read them), not only the matrix."""
+        return self._xs is not None and self._remake is not None
+
     def _dicts(self) -> Sequence[Features]:
+        made = False
         with self._lock:
             if self._xs is None:
                 self._xs = self._remake()  # type: ignore[misc]
-            return self._xs
+                made = True
+            xs = self._xs
+        if made and self.on_dicts is not None:
+            self.on_dicts()
+        return xs
 
     def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
         if i == 0:

@@ -124,7 +124,9 @@ class Planner:
             block = self._blocks.get((space, models))
             if block is None:
                 block = self._blocks.put((space, models), CandidateBlock(candidates.templates))
-            entry = self._features.put(key, (candidates, block.rows(task, candidates.priors, candidates)))
+            rows = block.rows(task, candidates.priors, candidates)
+            rows.on_dicts = self._features.reweigh  # a batch model reads the matrix; others make dicts
+            entry = self._features.put(key, (candidates, rows))
         return entry
 
     def _recommend_from_space(self, task: TaskSpec, models: tuple[str, ...], top_k: int) -> Plan:
@@ -220,9 +222,22 @@ class _LRU(Generic[T]):
             old = self._items.pop(key, None)
             self._bytes += weight - (old[1] if old else 0)
             self._items[key] = (value, weight)
-            while len(self._items) > self.size or (self.max_bytes and self._bytes > self.max_bytes):
-                self._bytes -= self._items.popitem(last=False)[1][1]
+            self._evict()
             return value
+
+    def reweigh(self) -> None:
+        """Weigh every entry again (a value grew since it was put), evicting the oldest if need be."""
+        if self._weigh is None:
+            return
+        with self._lock:
+            for key, (value, _) in self._items.items():
+                self._items[key] = (value, self._weigh(value))
+            self._bytes = sum(weight for _, weight in self._items.values())
+            self._evict()
+
+    def _evict(self) -> None:
+        while len(self._items) > self.size or (self.max_bytes and self._bytes > self.max_bytes):
+            self._bytes -= self._items.popitem(last=False)[1][1]
 
 
 # A River model (and the starter before the first batch fit) reads the rows as dicts, which
@@ -231,7 +246,8 @@ _DICTS_PER_MATRIX_BYTE = 4
 
 
 def _rows_bytes(entry: tuple[CandidateTable, FeatureRows]) -> int:
-    """The memory a task's cached feature rows may come to hold (matrix, mask, dicts), roughly."""
+    """The memory a task's cached feature rows hold: matrix, mask, and the dicts once made, roughly."""
     rows = entry[1]
     matrix = int(rows.values.nbytes)
-    return matrix * (1 + _DICTS_PER_MATRIX_BYTE) + int(rows.present.nbytes) + 64 * len(entry[0])
+    dicts = matrix * _DICTS_PER_MATRIX_BYTE if rows.holds_dicts else 0
+    return matrix + dicts + int(rows.present.nbytes) + 64 * len(entry[0])

@@ -212,3 +212,21 @@ def test_walking_the_trees_gives_scikit_learns_predictions():
     X = model._index.matrix(xs[:_SMALL_BATCH])[:, : model._columns_fitted]
     walked = model._predict_members(X)
     assert np.array_equal(walked[0], model._members[0].predict(X))
+
+
+def test_cached_rows_weigh_their_dicts_once_a_model_made_them(space):
+    from adaptor_service._planner import _LRU, _rows_bytes
+
+    entries = []
+    for i in range(2):
+        table = space.table(_task(i))
+        entries.append((table, CandidateBlock(table.templates).rows(_task(i), table.priors, table)))
+    matrix_only = _rows_bytes(entries[0])
+    cache = _LRU(8, max_bytes=3 * matrix_only, weigh=_rows_bytes)
+    for i, entry in enumerate(entries):
+        entry[1].on_dicts = cache.reweigh
+        cache.put(i, entry)
+    assert cache.get(0) is not None and cache.get(1) is not None  # two matrices fit
+    list(entries[1][1])  # a River model reads task 1's rows as dicts: they now weigh five matrices
+    assert _rows_bytes(entries[1]) > 3 * matrix_only
+    assert cache.nbytes <= 3 * matrix_only and cache.get(0) is None and cache.get(1) is None
