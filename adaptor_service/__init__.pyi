@@ -6,6 +6,8 @@ from ._candidates import DEFAULT_SPACE_FILE as DEFAULT_SPACE_FILE
 from ._candidates import CandidateSpace as CandidateSpace
 from ._candidates import ModelInfo as ModelInfo
 from ._candidates import RegimeGrid as RegimeGrid
+from ._continuing import decide_continuing as decide_continuing
+from ._continuing import select_continuing as select_continuing
 from ._dispatch import CeleryDispatcher as CeleryDispatcher
 from ._experience import CURVE_SAMPLE_EPOCHS as CURVE_SAMPLE_EPOCHS
 from ._experience import ExperienceFormatError as ExperienceFormatError
@@ -28,7 +30,6 @@ from ._predictors import BatchRefitRegressor as BatchRefitRegressor
 from ._predictors import TimePredictor as TimePredictor
 from ._predictors import make_features as make_features
 from ._probing import ProbeThenCommitGenerator as ProbeThenCommitGenerator
-from ._probing import select_continuing as select_continuing
 from ._reconciler import Reconciler as Reconciler
 from ._schedulers import FixedDefaultGenerator as FixedDefaultGenerator
 from ._schedulers import OneShotGenerator as OneShotGenerator

@@ -114,7 +114,7 @@ class Adaptor:
         self.planner = Planner(self.learner, candidate_space, generator or OneShotGenerator(), default_margin,
                                feature_cache_size, self.limits.feature_cache_mb << 20)
         self.jobs = JobLifecycle(store, dispatcher)
-        self.jobs.schedules = Schedules(self.jobs, self.planner.predict)
+        self.jobs.schedules = Schedules(self.jobs, self.planner.predict, self.learner.lock)
         self.learner.restore(store)
         self.learner.start()
 

@@ -145,7 +145,10 @@ class JobLifecycle:
         with self._lock:
             if self.store.get_job(job_id).state != expected:
                 return None
-            return self.set_state(job_id, state, message)
+            job = self._store_state(job_id, state, message)
+        if state.finished:  # outside the lock: a parent's next step takes the learner's lock first
+            self._settled(job)
+        return job
 
     def get_job(self, job_id: str) -> Job:
         check_job_id(job_id)
@@ -163,13 +166,17 @@ class JobLifecycle:
         return self.set_state(job_id, JobState.CANCELLED, "cancelled by the user")
 
     def set_state(self, job_id: str, state: JobState, message: str = "") -> Job:
+        job = self._store_state(job_id, state, message)
+        if state.finished:
+            self._settled(job)
+        return job
+
+    def _store_state(self, job_id: str, state: JobState, message: str) -> Job:
         with self._lock:
             job = self.store.get_job(job_id)
             job = replace(job, state=state, message=message or job.message, updated_at=time.time())
             self.store.update_job(job)
             self.event(job, "state", message)
-        if state.finished:
-            self._settled(job)
         return job
 
     def _settled(self, job: Job) -> None:
@@ -221,10 +228,13 @@ class JobLifecycle:
         job = self.get_job(job_id)
         if job.state == JobState.RUNNING:
             # At-least-once delivery: the broker handed the job to another worker.
-            return self.set_state(job_id, JobState.RUNNING, f"running again on {worker or 'a worker'} (redelivered)")
-        if job.state != JobState.QUEUED:
+            message = f"running again on {worker or 'a worker'} (redelivered)"
+        elif job.state == JobState.QUEUED:
+            message = f"running on {worker or 'a worker'}"
+        else:
             return job
-        return self.set_state(job_id, JobState.RUNNING, f"running on {worker or 'a worker'}")
+        # Only from the state just read: a job cancelled in between stays cancelled.
+        return self.set_state_if(job_id, job.state, JobState.RUNNING, message) or self.store.get_job(job_id)
 
     def job_progress(self, job_id: str, point: CurvePoint) -> None:
         job = self.get_job(job_id)

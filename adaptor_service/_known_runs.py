@@ -69,6 +69,21 @@ class KnownRuns:
         epochs = sorted(measured)
         runs[key] = _Curve(epochs, [measured[e][0] for e in epochs], [measured[e][1] for e in epochs])
 
+    def new_points(self, task: TaskSpec, candidate: Candidate, points: Sequence[CurvePoint]) -> list[CurvePoint]:
+        """The ``points`` a result adds to its run's measured curve on ``task``.
+
+        A continued run reports its whole curve, whose first epochs its probe reported already
+        (the same values): only the epochs after them are new, or they would weigh double. A
+        result that measures no new epoch is a new measurement of the run: all of it counts.
+        """
+        known = self.of_task(task).get(run_key(candidate))
+        if known is None:
+            return list(points)
+        seen = dict(zip(known.epochs, zip(known.accuracy, known.seconds, strict=True), strict=True))
+        fresh = [p for p in points if seen.get(p.epoch) != (p.accuracy, p.seconds)]
+        extends = fresh and all(p.epoch > max(seen) for p in fresh)
+        return fresh if extends else list(points)
+
     def of_task(self, task: TaskSpec) -> dict[RunKey, _Curve]:
         return self._tasks.get(_task_key(task), {})
 

@@ -135,10 +135,11 @@ def learn_observation(state: LearnedState, seq: int, obs: Observation) -> None:
         state.time_rel_error.update(abs(seconds - run_seconds) / run_seconds)
         state.time_log_error_q90.update(math.log(max(run_seconds, 1e-3) / max(seconds, 1e-3)))
     points = obs.curve or (CurvePoint(obs.candidate.epochs, obs.accuracy, obs.seconds),)
-    # The hedge scores both policies on this result before the models learn it (prequential).
-    scored = predict_candidates(state, obs.task, [at_epochs(obs.candidate, p.epoch) for p in points])
-    state.hedge.learn_one(obs.task.task_id or obs.task.dataset_uri, obs.candidate.model, obs.candidate.hparams,
-                          points, [(p.accuracy, p.seconds) for p in scored])
+    points = state.known_runs.new_points(obs.task, obs.candidate, points)  # a continued run's probe epochs
+    if points:  # the hedge scores both policies on this result before the models learn it (prequential)
+        scored = predict_candidates(state, obs.task, [at_epochs(obs.candidate, p.epoch) for p in points])
+        state.hedge.learn_one(obs.task.task_id or obs.task.dataset_uri, obs.candidate.model, obs.candidate.hparams,
+                              points, [(p.accuracy, p.seconds) for p in scored])
     for point in points:
         x = make_features(obs.task, at_epochs(obs.candidate, point.epoch))
         state.accuracy.learn_one(x, point.accuracy)

@@ -21,37 +21,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from adaptor_service._continuing import select_continuing
 from adaptor_service._known_runs import RunKey, run_key
 from adaptor_service._learner import at_epochs
 from adaptor_service._schedulers import RunIndex, ScheduleGenerator, ScoredCandidate, _plan
 from nasoa_contracts import Candidate, Plan, Prediction, Stage, TaskSpec
 
-__all__ = ["ProbeThenCommitGenerator", "select_continuing"]
-
-
-def select_continuing(stage: Stage, predictions: Sequence[Prediction]) -> list[int]:
-    """Indices of the ``stage.keep`` runs that continue, best first.
-
-    ``predictions`` are the stage's runs re-predicted at their full length once their probe
-    curves were learned. The best predicted accuracy continues; ties go to the better
-    predicted accuracy per second, then to the earlier run (the plan's own order).
-
-    >>> from nasoa_contracts import Candidate
-    >>> runs = (Candidate("a", epochs=9), Candidate("b", epochs=9), Candidate("c", epochs=9))
-    >>> stage = Stage(runs, (Prediction(80, 5, 10, 1),) * 3, stop_after_epochs=1, keep=1)
-    >>> select_continuing(stage, [Prediction(70, 1, 10, 1), Prediction(90, 1, 20, 1), Prediction(90, 1, 10, 1)])
-    [2]
-    """
-    if len(predictions) != len(stage.runs):
-        raise ValueError(f"one prediction per run of the stage: {len(stage.runs)} runs, {len(predictions)} predictions")
-
-    def rank(i: int) -> tuple[float, float, int]:
-        p = predictions[i]
-        accuracy = p.accuracy if math.isfinite(p.accuracy) else -math.inf
-        per_second = accuracy / p.seconds if p.seconds > 0 and math.isfinite(p.seconds) else -math.inf
-        return -accuracy, -per_second, i
-
-    return sorted(range(len(stage.runs)), key=rank)[: max(stage.keep, 0)]
+__all__ = ["ProbeThenCommitGenerator"]
 
 
 class _Extension:

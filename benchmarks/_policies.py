@@ -28,12 +28,12 @@ from adaptor_service import (
     BestPriorRanker,
     ExperienceRun,
     HpSpace,
+    decide_continuing,
     runs_to_observations,
     sample_curve,
-    select_continuing,
 )
 from benchmarks._searches import AnytimeSearch, HyperbandSearch, TPESearch, Trajectory
-from nasoa_contracts import Candidate, CurvePoint, HParamValue, Observation, TaskSpec
+from nasoa_contracts import Candidate, CurvePoint, HParamValue, Observation, Stage, TaskSpec
 
 __all__ = [
     "AnytimeSearch",
@@ -219,10 +219,11 @@ class NasoaPolicy(Policy):
 
     - A one-shot plan's run runs until its last epoch that fits the budget (the replay's
       outcome is its best accuracy within the budget, its seconds those of that epoch).
-    - A staged plan's probes run first for their stage's epochs; each probe's curve prefix
-      is observed as a ``stopped`` result, the probes are predicted again at their full
-      length and :func:`adaptor_service.select_continuing` picks the one that continues, as
-      the live service decides. It continues as far as the budget allows (what the other
+    - A staged plan's probes run in turn (one worker) for their stage's epochs; each probe's
+      curve prefix is observed as a ``stopped`` result, the runs are predicted again at their
+      full length and :func:`adaptor_service.decide_continuing` picks the one that continues,
+      as the live service decides: as soon as the probes not run yet could not beat it (those
+      are then not run, nor charged). It continues as far as the budget allows (what the other
       probes left), as a one-shot pick does, unless ``to_planned_length``: then it stops at
       its planned length (the generator plans it with the time margin).
 
@@ -295,15 +296,33 @@ class NasoaPolicy(Policy):
             return Decision(index[plan.candidate.key])
         stage = plan.stages[0]
         probes = []
-        for run in stage.runs:
+        measured: list[int] = []  # the stage's runs that measured an epoch
+        for n, run in enumerate(stage.runs):
             i = index[run.key]
             probes.append((i, stage.stop_after_epochs))
             curve = probe(i, stage.stop_after_epochs)
             if curve:  # a probe that did not finish an epoch measured nothing
                 self._observe(task, request.options[i], run.epochs, sample_curve(curve, self.epoch_grid), "stopped")
-        again = self._adaptor.predict(task, list(stage.runs))  # the probes' curves now count
-        winner = stage.runs[select_continuing(stage, again)[0]]
+                measured.append(n)
+            # One worker runs the probes in turn: the stage is decided as the service decides
+            # it, as soon as the runs not probed yet could not beat the ones that were.
+            considered = measured + list(range(n + 1, len(stage.runs)))
+            if not considered:
+                break
+            runs = [stage.runs[j] for j in considered]
+            again = self._adaptor.predict(task, runs)  # the probes' curves now count
+            part = Stage(tuple(runs), tuple(stage.predictions[j] for j in considered), stage.stop_after_epochs,
+                         stage.keep)
+            kept = decide_continuing(part, again, [j <= n for j in considered], self._decision_confidence())
+            if kept is not None:
+                winner = runs[kept[0]]
+                return Decision(index[winner.key], winner.epochs if self.to_planned_length else 0, tuple(probes))
+        winner = stage.runs[0]  # no probe measured anything: the one-shot pick, as planned first
         return Decision(index[winner.key], winner.epochs if self.to_planned_length else 0, tuple(probes))
+
+    def _decision_confidence(self) -> float:
+        schedules = getattr(getattr(self._adaptor, "jobs", None), "schedules", None)
+        return schedules.confidence if schedules is not None else 1.0
 
     def observe(self, request: Request, choice: int, outcome: Outcome) -> None:
         if not outcome.curve:

@@ -158,3 +158,123 @@ def test_a_probe_is_validated_at_the_epoch_it_reached_not_its_whole_schedule(sta
     # schedule was predicted to take three times as long.
     assert whole > 2 * first
     assert adaptor.state.time_rel_error.get() == pytest.approx(0.0, abs=0.05)
+
+
+class OnePerModel(TwoProbes):
+    """Probes the best 3-epoch run of each model for one epoch, the better predicted first."""
+
+    def choose(self, task, scored, time_margin, top_k=5):
+        best = {}
+        for s in sorted(scored, key=lambda s: -s.prediction.accuracy):
+            if s.candidate.epochs == 3:
+                best.setdefault(s.candidate.model, s)
+        return super().choose(task, list(best.values()), time_margin, top_k)
+
+
+def test_a_stage_is_decided_early_when_the_open_runs_cannot_catch_up(tiny_space, digits_task):
+    dispatcher = RecordingDispatcher()
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space, generator=OnePerModel(), dispatcher=dispatcher)
+    adaptor.jobs.schedules.confidence = 0.5  # half a standard deviation of predictions from so few results
+    other = replace(digits_task, dataset_uri="builtin:shapes", task_id="shapes")
+
+    def seen(i, c):  # on another task the large model did far better
+        accuracy = 90.0 if c.model == "large" else 20.0
+        return Observation(f"w{i}", other, c, accuracy, 5.0, (CurvePoint(c.epochs, accuracy, 5.0),))
+
+    adaptor.warm_start(seen(i, c) for i, c in enumerate(tiny_space.candidates(other)))
+    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e1")
+    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    assert a.plan.candidate.model != b.plan.candidate.model
+    adaptor.observe(_result(a, [95.0], status="stopped"))  # b is still queued: no curve of its own
+    parent = adaptor.get_job("e1")
+    assert parent.stage == 1 and adaptor.get_job("e1-s1r0").resume_from_job_id == a.job_id
+    assert adaptor.get_job(b.job_id).state == JobState.CANCELLED  # never run: nothing spent on it
+    assert "was decided without it" in adaptor.get_job(b.job_id).message
+    assert adaptor.get_job("e1-s1r0").task.budget_seconds == pytest.approx(100.0 - 2.0)
+    assert "e1-s1r0" in dispatcher.jobs
+
+
+def test_a_running_probe_is_left_to_finish_and_its_deadline_held_back(staged, digits_task):
+    adaptor, _ = staged
+    adaptor.jobs.schedules.confidence = 0.0
+    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e2")
+    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    adaptor.job_started(b.job_id, "w2")
+    adaptor.job_progress(b.job_id, CurvePoint(1, 5.0, 3.0))  # streams a poor first epoch; a not settled yet
+    assert adaptor.get_job("e2").stage == 0
+    adaptor.observe(_result(a, [99.0], status="stopped"))
+    assert adaptor.get_job("e2").stage == 1
+    assert adaptor.get_job(b.job_id).state == JobState.RUNNING  # it finishes its probe and is learned
+    held = b.task.budget_seconds - 3.0  # b's deadline less what it has streamed
+    assert adaptor.get_job("e2-s1r0").task.budget_seconds == pytest.approx(100.0 - 2.0 - held)
+    adaptor.observe(_result(b, [6.0], status="stopped"))  # it settles late: the stage stays decided
+    assert adaptor.get_job("e2").stage == 1 and len(adaptor.get_job("e2").child_job_ids) == 3
+
+
+def test_an_open_run_that_could_still_win_is_waited_for(staged, digits_task):
+    adaptor, _ = staged
+    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e3")
+    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    adaptor.job_started(b.job_id, "w2")
+    adaptor.job_progress(b.job_id, CurvePoint(1, 40.0, 2.0))
+    adaptor.observe(_result(a, [45.0], status="stopped"))  # ahead by less than the predictions' spread
+    assert adaptor.get_job("e3").stage == 0 and adaptor.get_job(b.job_id).state == JobState.RUNNING
+    adaptor.observe(_result(b, [80.0], status="stopped"))
+    assert adaptor.get_job("e3-s1r0").resume_from_job_id == b.job_id
+
+
+def test_a_streamed_epoch_can_decide_the_stage(staged, digits_task):
+    adaptor, _ = staged
+    adaptor.jobs.schedules.confidence = 0.5
+    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e4")
+    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    adaptor.job_started(b.job_id, "w2")
+    adaptor.observe(_result(a, [60.0], status="stopped"))
+    assert adaptor.get_job("e4").stage == 0  # b, unmeasured, is predicted as well as a: wait for it
+    adaptor.job_progress(b.job_id, CurvePoint(1, 1.0, 2.0))  # its first epoch: far behind
+    assert adaptor.get_job("e4").stage == 1
+    assert adaptor.get_job("e4-s1r0").resume_from_job_id == a.job_id
+
+
+def test_the_parent_ends_only_when_a_probe_left_running_has_settled(staged, digits_task):
+    adaptor, _ = staged
+    adaptor.jobs.schedules.confidence = 0.0
+    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e5")
+    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    adaptor.job_started(b.job_id, "w2")
+    adaptor.job_progress(b.job_id, CurvePoint(1, 5.0, 3.0))
+    adaptor.observe(_result(a, [99.0], status="stopped"))
+    final = adaptor.get_job("e5-s1r0")
+    adaptor.observe(_result(final, [99.0, 99.5, 99.6], start=0))
+    assert adaptor.get_job("e5").state == JobState.RUNNING  # b still runs: its seconds are not known yet
+    adaptor.observe(_result(b, [6.0], seconds_per_epoch=3.0, status="stopped"))
+    parent = adaptor.get_job("e5")
+    assert parent.state == JobState.DONE and parent.result.accuracy == 99.6
+    assert parent.result.seconds == pytest.approx(2.0 + 3.0 + 6.0)  # every run's worker-seconds
+
+
+def test_a_probe_that_reached_its_deadline_is_not_continued(staged, digits_task):
+    adaptor, _ = staged
+    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e6")
+    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    adaptor.observe(_result(a, [90.0], status="deadline"))  # no checkpoint: it did not stop as planned
+    adaptor.observe(_result(b, [40.0], status="stopped"))
+    assert adaptor.get_job("e6-s1r0").resume_from_job_id == b.job_id
+
+    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e7")
+    for job_id, accuracy in zip(parent.child_job_ids, (70.0, 80.0), strict=True):
+        adaptor.observe(_result(adaptor.get_job(job_id), [accuracy], status="deadline"))
+    parent = adaptor.get_job("e7")
+    assert parent.state == JobState.DONE and parent.result.accuracy == 80.0 and "as it is" in parent.message
+
+
+def test_a_continued_run_s_probe_epochs_are_learned_once(staged, digits_task):
+    adaptor, _ = staged
+    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e8")
+    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    adaptor.observe(_result(a, [90.0], status="stopped"))
+    adaptor.observe(_result(b, [40.0], status="stopped"))
+    final = adaptor.get_job("e8-s1r0")
+    before = adaptor.state.accuracy.buffered_samples()
+    adaptor.observe(_result(final, [90.0, 95.0, 97.0]))  # the whole run's curve: epoch 1 is a's probe
+    assert adaptor.state.accuracy.buffered_samples() == before + 2  # epochs 2 and 3 only
