@@ -117,6 +117,10 @@ def task_percentiles(outcomes: np.ndarray, tasks: np.ndarray) -> np.ndarray:
     return scores
 
 
+# Distances computed at once in :meth:`BestPriorRanker.neighbours` (8 bytes each).
+_DISTANCE_BLOCK = 1 << 19
+
+
 class BestPriorRanker:
     """Scores candidate configurations by the mean task percentile of their nearest past runs.
 
@@ -174,15 +178,26 @@ class BestPriorRanker:
     def neighbours(self, vectors: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Indices of each vector's ``k`` nearest known runs (``mask``: per vector, the runs allowed)."""
         past = self._matrix
-        dist = (vectors**2).sum(1)[:, None] + (past**2).sum(1)[None, :] - 2.0 * vectors @ past.T
-        if mask is not None:
-            dist = np.where(mask, dist, np.inf)
         k = min(self.k, len(past))
-        return np.argpartition(dist, k - 1, axis=1)[:, :k]
+        past_norms = (past**2).sum(1)[None, :]
+        out = np.empty((len(vectors), k), dtype=np.intp)
+        # In blocks: the distances to every known run stay a few MB however many runs are known.
+        step = max(1, _DISTANCE_BLOCK // max(len(past), 1))
+        for start in range(0, len(vectors), step):
+            block = vectors[start:start + step]
+            dist = (block**2).sum(1)[:, None] + past_norms - 2.0 * block @ past.T
+            if mask is not None:
+                dist = np.where(mask[start:start + step], dist, np.inf)
+            out[start:start + step] = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        return out
 
-    def score(self, configs: Sequence[Config], budget_seconds: float) -> np.ndarray:
-        """Mean task percentile of each configuration's ``k`` nearest known runs (0.5 when none)."""
+    def score(self, configs: Sequence[Config], budget_seconds: float, vectors: np.ndarray | None = None) -> np.ndarray:
+        """Mean task percentile of each configuration's ``k`` nearest known runs (0.5 when none).
+
+        ``vectors``: the configurations already encoded (``encode``), for callers that score
+        the same configurations often.
+        """
         if not self._configs:
             return np.full(len(configs), 0.5)
-        nearest = self.neighbours(self.encode(configs))
+        nearest = self.neighbours(self.encode(configs) if vectors is None else vectors)
         return self.percentiles(budget_seconds)[nearest].mean(1)

@@ -152,9 +152,15 @@ class PolicyHedge:
         use_best_prior = len(nasoa) >= self.min_tasks and b_regret < n_regret
         return HedgeDecision(budget, BEST_PRIOR if use_best_prior else NASOA, n_regret, b_regret, len(nasoa))
 
-    def best_prior_configs(self, configs: Sequence[tuple[str, Mapping[str, HParamValue]]], budget_seconds: float) -> np.ndarray:
-        """Positions of the configurations best-prior scores highest (every epoch count of the winner)."""
-        scores = self.ranker.score(configs, budget_seconds)
+    def best_prior_configs(
+        self, configs: Sequence[tuple[str, Mapping[str, HParamValue]]], budget_seconds: float,
+        vectors: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Positions of the configurations best-prior scores highest (every epoch count of the winner).
+
+        ``vectors``: the configurations as ``self.ranker.encode`` encodes them, when known.
+        """
+        scores = self.ranker.score(configs, budget_seconds, vectors)
         return np.flatnonzero(scores >= scores.max() - 1e-12)
 
     def describe(self) -> tuple[str, str]:

@@ -54,6 +54,7 @@ class Planner:
         self._blocks: _LRU[CandidateBlock] = _LRU(8)  # per (space, models): what every task shares
         self._run_rows: _LRU[dict[RunKey, list[int]]] = _LRU(8)  # per (space, models): rows of each run
         self._run_index: _LRU[RunIndex] = _LRU(8)  # per (space, models): each row's run, for the shortlist
+        self._encoded: _LRU[np.ndarray] = _LRU(8)  # per (space, models, ranker encoding): best-prior's vectors
 
     @property
     def time_margin(self) -> float:
@@ -74,12 +75,28 @@ class Planner:
         with self.learner.lock:
             return predict_candidates(self.learner.state, task, candidates, curves)
 
-    def _best_prior_rows(self, task: TaskSpec, candidates: Sequence[Candidate], margin: float) -> np.ndarray | None:
-        """Best-prior's candidates, when the hedge trusts it more than the predictors at this budget."""
+    def _best_prior_rows(
+        self, task: TaskSpec, candidates: Sequence[Candidate], margin: float, runs: RunIndex | None = None,
+        key: object = None,
+    ) -> np.ndarray | None:
+        """Best-prior's candidates, when the hedge trusts it more than the predictors at this budget.
+
+        With ``runs`` (the candidates' RunIndex) each run is scored once, its encoding kept
+        under ``key`` (the candidates' identity) while the ranker's encoding stays the same.
+        """
         hedge = self.learner.state.hedge
         if hedge.decide(task.budget_seconds, margin).policy != BEST_PRIOR:
             return None
-        return hedge.best_prior_configs([(c.model, c.hparams) for c in candidates], task.budget_seconds)
+        if runs is None:
+            return hedge.best_prior_configs([(c.model, c.hparams) for c in candidates], task.budget_seconds)
+        heads = runs.first_rows()
+        configs = [(candidates[i].model, candidates[i].hparams) for i in heads.tolist()]
+        cache_key = (key, hedge.ranker.space)  # a new encoding (a run outside the old one) is a new key
+        vectors = self._encoded.get(cache_key)
+        if vectors is None and hedge.ranker.space is not None:
+            vectors = self._encoded.put(cache_key, hedge.ranker.encode(configs))
+        best_runs = hedge.best_prior_configs(configs, task.budget_seconds, vectors)
+        return np.flatnonzero(np.isin(runs.run, best_runs))  # run r's first row is heads[r]
 
     def recommend(
         self,
@@ -148,7 +165,10 @@ class Planner:
             # The shortlist hooks need candidates that differ in their keys (a grid may repeat a value).
             hooks = space.unique_keys
             need = generator.rows_to_score(task, sec, margin, top_k) if hooks else None
-            prior_rows = self._best_prior_rows(task, candidates.templates, margin)
+            runs = self._run_index.get((space, models))
+            if runs is None:  # the same for every task of the space
+                runs = self._run_index.put((space, models), RunIndex.of(candidates.templates))
+            prior_rows = self._best_prior_rows(task, candidates.templates, margin, runs, (space, models))
             if prior_rows is not None:  # the hedge plans with best-prior: its rows, no shortlist
                 need, hooks = prior_rows, False
             need, acc, acc_std = self._accuracy_of(task, candidates, rows, need)
@@ -158,9 +178,6 @@ class Planner:
                 correct_accuracy(measured, acc, acc_std, accuracy_at(state, task))
             picked = None
             if hooks:
-                runs = self._run_index.get((space, models))
-                if runs is None:  # the same for every task of the space
-                    runs = self._run_index.put((space, models), RunIndex.of(candidates.templates))
                 picked = generator.shortlist(task, acc, acc_std, sec[need], margin, top_k, runs.take(need))
             if picked is None:
                 picked = np.arange(len(need))

@@ -64,6 +64,14 @@ class RunIndex:
         """The index of the candidates at ``rows`` (run numbers kept as they are)."""
         return RunIndex(self.run[rows], self.model[rows], self.epochs[rows])
 
+    def first_rows(self) -> np.ndarray:
+        """Each run's first candidate, by run number.
+
+        >>> RunIndex.of([Candidate("a", epochs=1), Candidate("b"), Candidate("a", epochs=3)]).first_rows().tolist()
+        [0, 1]
+        """
+        return np.unique(self.run, return_index=True)[1]
+
 
 class ScheduleGenerator(abc.ABC):
     """Chooses one candidate for a task.

@@ -230,3 +230,23 @@ def test_cached_rows_weigh_their_dicts_once_a_model_made_them(space):
     list(entries[1][1])  # a River model reads task 1's rows as dicts: they now weigh five matrices
     assert _rows_bytes(entries[1]) > 3 * matrix_only
     assert cache.nbytes <= 3 * matrix_only and cache.get(0) is None and cache.get(1) is None
+
+
+def test_best_prior_scored_once_per_run_picks_the_rows_it_picks_per_candidate(space, monkeypatch):
+    from dataclasses import replace
+
+    from adaptor_service._hedge import BEST_PRIOR
+    from adaptor_service._schedulers import RunIndex
+
+    adaptor = Adaptor.in_memory(candidate_space=space)
+    adaptor.warm_start(_observations(space, 0, 30))
+    hedge = adaptor.state.hedge
+    decision = hedge.decide(30.0, 1.0)
+    monkeypatch.setattr(hedge, "decide", lambda *args: replace(decision, policy=BEST_PRIOR))
+    for i in range(3):
+        task = _task(10 + i, budget=20.0 * (i + 1))
+        templates = space.table(task).templates
+        every = adaptor.planner._best_prior_rows(task, templates, 1.0)
+        for _ in range(2):  # the second time from the kept encoding
+            per_run = adaptor.planner._best_prior_rows(task, templates, 1.0, RunIndex.of(templates), "space")
+            assert len(every) and per_run.tolist() == every.tolist()
