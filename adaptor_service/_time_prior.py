@@ -18,6 +18,7 @@ so learning one result is O(1) and the pooled estimate is a few array operations
 from __future__ import annotations
 
 import math
+import weakref
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ class ModelTimePrior(base.Regressor):
         # Per model: count, means of log batch and of the log rate, and their centred (co)sums.
         self._stats = np.zeros((6, 0))  # rows: n, mean_x, mean_y, sxx, sxy, syy
         self._pooled: PooledRates | None = None  # derived: rebuilt after each learn_one
+        self._n_learnt = 0
 
     @staticmethod
     def locate(x: Mapping[str, float]) -> tuple[str, float, float] | None:
@@ -117,6 +119,7 @@ class ModelTimePrior(base.Regressor):
         self._stats[:, i] = (n, mean_x, mean_y, sxx + dx * (log_batch - mean_x),
                              sxy + dx * (log_rate - mean_y), syy + dy * (log_rate - mean_y))
         self._pooled = None
+        self._n_learnt += 1
 
     def pooled(self) -> PooledRates | None:
         """The current estimate (None before any result)."""
@@ -165,27 +168,60 @@ class ModelTimePrior(base.Regressor):
         return float(size + pooled.slope * log_batch + rate), float(var)
 
     def log_dist_rows(self, rows: FeatureRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`log_dist` of every row as arrays (mean, variance, whether the prior applies)."""
-        n = len(rows)
+        """:meth:`log_dist` of every row as arrays (mean, variance, whether the prior applies).
+
+        Remembered in ``rows`` until the next result is learnt, as the regressors' predictions are.
+        """
+        found = rows.memo.get(id(self))
+        if found is not None and found[0]() is self and found[1] == self._n_learnt:
+            return found[2]  # type: ignore[return-value]
+        names, which, applies, base = _layout(rows)
         pooled = self.pooled()
-        models = [(j, name[len(_MODEL) :]) for name, j in rows.names.items() if name.startswith(_MODEL)]
-        if pooled is None or not models or n == 0:
-            return np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
-        onehot = rows.values[:, [j for j, _ in models]]  # absent one-hots read 0
-        which = onehot.argmax(axis=1)
-        position = np.array([self.position(name) for _, name in models], dtype=np.intp)[which]
-        size = rows.column(_EPOCHS, np.nan) + rows.column(_SAMPLES, np.nan)
-        applies = (onehot[np.arange(n), which] != 0) & ~np.isnan(size) & np.isnan(rows.column(ZOO_FEATURE, np.nan))
-        seen = position >= 0
-        rate = np.where(seen, pooled.rate[np.where(seen, position, 0)], pooled.mean_rate)
-        var = np.where(seen, pooled.rate_var[np.where(seen, position, 0)], pooled.unseen_var)
-        mean = size + pooled.slope * rows.column(_BATCH, 0.0) + rate
-        return np.where(applies, mean, 0.0), np.where(applies, var, 0.0), applies
+        if pooled is None or not applies.any():
+            n = len(rows)
+            result = np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
+        else:
+            position = np.array([self.position(name) for name in names], dtype=np.intp)[which]
+            seen = position >= 0
+            known = np.where(seen, position, 0)
+            rate = np.where(seen, pooled.rate[known], pooled.mean_rate)
+            var = np.where(seen, pooled.rate_var[known], pooled.unseen_var)
+            mean = base[0] + pooled.slope * base[1] + rate
+            result = np.where(applies, mean, 0.0), np.where(applies, var, 0.0), applies
+        for array_ in result:
+            array_.flags.writeable = False
+        rows.memo[id(self)] = (weakref.ref(self), self._n_learnt, result)
+        return result
 
     def predict_one(self, x: Mapping[str, float]) -> float:
         """Seconds: the median of the prior (0 where it does not apply)."""
         found = self.log_dist(x)
         return math.exp(min(found[0], 50.0)) if found is not None else 0.0
+
+
+def _layout(rows: FeatureRows) -> tuple[list[str], np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """What the prior reads of ``rows``, whatever it learnt: made once per rows.
+
+    (model names, each row's index among them, whether the prior applies to the row,
+    (log(epochs x samples), log batch size)).
+    """
+    key = id(ModelTimePrior)  # one layout for every prior; the priors' own entries use their ids
+    found = rows.memo.get(key)
+    if found is not None:
+        return found  # type: ignore[return-value]
+    n = len(rows)
+    models = [(j, name[len(_MODEL) :]) for name, j in rows.names.items() if name.startswith(_MODEL)]
+    size = rows.column(_EPOCHS, np.nan) + rows.column(_SAMPLES, np.nan)
+    if models and n:
+        onehot = rows.values[:, [j for j, _ in models]]  # absent one-hots read 0
+        which = onehot.argmax(axis=1)
+        has_model = onehot[np.arange(n), which] != 0
+    else:
+        which, has_model = np.zeros(n, dtype=np.intp), np.zeros(n, dtype=bool)
+    applies = has_model & ~np.isnan(size) & np.isnan(rows.column(ZOO_FEATURE, np.nan))
+    layout = ([name for _, name in models], which, applies, (size, rows.column(_BATCH, 0.0)))
+    rows.memo[key] = layout
+    return layout
 
 
 class TimeSamples:
