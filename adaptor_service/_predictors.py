@@ -418,11 +418,14 @@ class TimePredictor(_Params):
     def learn_one(self, x: Mapping[str, float], y: float) -> None:
         x = dict(x)
         log_seconds = math.log(max(float(y), 1e-3))
-        target = log_seconds - self._base(x)[0]
-        if self._prior is not None:  # before the regressor, whose refit may ask for the corrections
+        if self._prior is not None:  # first: the regressor's refit may ask for the corrections
+            # The prior, with this result, is the base: the very first result of a model (or of
+            # all) is otherwise corrected from a base that knew nothing of it, which an online
+            # starter, never refit, keeps.
             self._prior.learn_one(x, y)
             if isinstance(self._model, BatchRefitRegressor) and self._model._target_source is not None:
                 self._samples.add(x, log_seconds, self._prior, self.window)
+        target = log_seconds - self._base(x)[0]
         if self._n_seen and not isinstance(self._model, BatchRefitRegressor):
             self._log_residual.update(target - _mean_std(self._model, x)[0])
         self._model.learn_one(x, target)
