@@ -8,7 +8,7 @@ variant (e)) and only that family's points are scored: models the predictor neve
 
 Run it as::
 
-    python -m benchmarks._time_error --tables quicktune-extended,synthetic,e-family-out --folds 3
+    python -m benchmarks._time_error --tables quicktune-extended,synthetic,e-family-out --folds 3 [--no-model-prior]
 
 Each line: the held-out points, the median and mean absolute error of log seconds, and the
 share of points within 1.645 predicted log standard deviations (90 % if the spread is right).
@@ -49,8 +49,13 @@ def _features(run: ExperienceRun, epochs: int) -> dict[str, float]:
     return make_features(task, Candidate(run.model, dict(run.hparams), epochs=epochs))
 
 
-def time_error(table: ExperienceTable, folds: int = 3, seed: int = 0, leave_family_out: bool = False) -> TimeError:
-    """The default ``TimePredictor``'s held-out error on ``table`` (see the module's docstring)."""
+def time_error(
+    table: ExperienceTable, folds: int = 3, seed: int = 0, leave_family_out: bool = False, model_prior: bool = True
+) -> TimeError:
+    """The default ``TimePredictor``'s held-out error on ``table`` (see the module's docstring).
+
+    ``model_prior=False``: without the learned per-model prior (``TimePredictor(model_prior=False)``).
+    """
     by_task = table.by_task()
     family = Counter(model_family(r.model) for r in table.runs).most_common(1)[0][0] if leave_family_out else None
     errors, spreads = [], []
@@ -58,7 +63,7 @@ def time_error(table: ExperienceTable, folds: int = 3, seed: int = 0, leave_fami
         held = set(held_out)
         past = [r for r in table.runs if r.task_id not in held and model_family(r.model) != family]
         random.Random(seed * 7919 + fold).shuffle(past)
-        predictor = TimePredictor(seed=seed)
+        predictor = TimePredictor(seed=seed, model_prior=model_prior)
         for run in past:
             for point in sample_curve(run.curve):
                 if point.seconds > 0:
@@ -79,12 +84,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="comma-separated: quicktune-extended, a table path, or a suite variant")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-model-prior", action="store_true", help="without the learned per-model time prior")
     args = parser.parse_args(argv)
     for name in args.tables.split(","):
         variant = VARIANTS.get(name)
         table = variant.build() if variant is not None else load_named_table(name)
         leave_out = variant is not None and variant.leave_family_out
-        print(time_error(table, args.folds, args.seed, leave_out).line(name), flush=True)
+        print(time_error(table, args.folds, args.seed, leave_out, not args.no_model_prior).line(name), flush=True)
 
 
 if __name__ == "__main__":
