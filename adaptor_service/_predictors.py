@@ -35,6 +35,7 @@ from adaptor_service._features import (
     make_features,
     task_features,
 )
+from adaptor_service._time_prior import ModelTimePrior, TimeSamples
 
 __all__ = [
     "AccuracyPredictor",
@@ -42,6 +43,7 @@ __all__ = [
     "CandidateBlock",
     "FeatureIndex",
     "FeatureRows",
+    "ModelTimePrior",
     "TimePredictor",
     "cross_features",
     "fits_outside",
@@ -317,14 +319,17 @@ class AccuracyPredictor(_Params):
 
 
 class TimePredictor(_Params):
-    """Predicts the wall-clock seconds of a run, as a learned correction of a physics prior.
+    """Predicts the wall-clock seconds of a run, as a learned correction of a prior.
 
-    With ``log_prior_seconds`` in the features the prediction is
-    ``prior x exp(correction(x))``; without it, the model predicts log seconds directly.
-    The default model works in log space: a Bayesian linear regression (time is close to
-    log-linear in epochs, samples, batch size and a per-model constant) learns the first
-    samples, then gradient boosting refit on a geometric schedule takes over (median
-    absolute log error 0.19 instead of 0.25 on the replay).
+    With ``log_prior_seconds`` in the features (the zoo's physics prior) the prediction is
+    ``prior x exp(correction(x))``. Without it, the prior is learned from the results
+    (``model_prior``): :class:`ModelTimePrior`, each model's seconds per sample-epoch with
+    partial pooling, so an unseen model gets the mean over models with a wider spread; its
+    variance is added to the prediction's. Without either (no ``num_samples``), the model
+    predicts log seconds directly. The default model works in log space: a Bayesian linear
+    regression (time is close to log-linear in epochs, samples, batch size and a per-model
+    constant) learns the first samples, then gradient boosting refit on a geometric schedule
+    takes over (median absolute log error 0.19 instead of 0.25 on the replay).
 
     Parameters
     ----------
@@ -340,6 +345,9 @@ class TimePredictor(_Params):
         Seeds the regressor's randomness (the default has none).
     window
         The most recent samples the default regressor keeps for its refits (bounded memory).
+    model_prior
+        Learn the per-model prior for rows without the zoo's. A batch regressor's refits then
+        take the correction of the prior of now, as the prior moves with each result.
     """
 
     def __init__(
@@ -349,12 +357,14 @@ class TimePredictor(_Params):
         beta: float = 10.0,
         seed: int = 0,
         window: int = 1_000_000,
+        model_prior: bool = True,
     ) -> None:
         self.regressor = regressor
         self.alpha = alpha
         self.beta = beta
         self.seed = seed
         self.window = window
+        self.model_prior = model_prior
         self._model = (
             regressor.clone()
             if regressor is not None
@@ -369,26 +379,61 @@ class TimePredictor(_Params):
         )
         self._log_residual = stats.Var()
         self._n_seen = 0
+        self._prior = ModelTimePrior() if model_prior else None
+        # Per learnt sample, for refits: log seconds, the fixed part of its base (zoo prior or
+        # log size), log batch size and its model's place in the prior (-1: a fixed base).
+        self._samples = TimeSamples()
+        if self._prior is not None and isinstance(self._model, BatchRefitRegressor):
+            self._model.set_target_source(self._corrections)
 
     @classmethod
     def _unit_test_params(cls):  # type: ignore[no-untyped-def]
         yield {"regressor": BatchRefitRegressor(min_samples=10, max_iter=10)}
+        yield {"regressor": BatchRefitRegressor(min_samples=10, max_iter=10), "model_prior": False}
         yield {"regressor": linear_model.BayesianLinearRegression()}
 
-    #: The feature holding the physics prior (log seconds) that the model corrects.
+    #: The feature holding the zoo's physics prior (log seconds) that the model corrects.
     BASE_FEATURE = "log_prior_seconds"
 
-    @staticmethod
-    def _base(x: Mapping[str, float]) -> float:
-        return x.get(TimePredictor.BASE_FEATURE, 0.0)
+    def _base(self, x: Mapping[str, float]) -> tuple[float, float]:
+        """The prior's log seconds and its variance: the zoo's (exact), the learned one, or 0."""
+        zoo = x.get(self.BASE_FEATURE)
+        if zoo is not None:
+            return zoo, 0.0
+        learned = self._prior.log_dist(x) if self._prior is not None else None
+        return learned if learned is not None else (0.0, 0.0)
+
+    def _base_arrays(self, xs: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_base` of every row, from the matrix for ``FeatureRows``."""
+        if not isinstance(xs, FeatureRows):
+            pairs = np.array([self._base(x) for x in xs], dtype=float).reshape(-1, 2)
+            return pairs[:, 0], pairs[:, 1]
+        zoo = xs.column(self.BASE_FEATURE, np.nan)
+        has_zoo = ~np.isnan(zoo)
+        if self._prior is None or has_zoo.all():
+            return np.where(has_zoo, zoo, 0.0), np.zeros(len(xs))
+        mean, var, _ = self._prior.log_dist_rows(xs)
+        return np.where(has_zoo, zoo, mean), np.where(has_zoo, 0.0, var)
 
     def learn_one(self, x: Mapping[str, float], y: float) -> None:
         x = dict(x)
-        target = math.log(max(float(y), 1e-3)) - self._base(x)
+        log_seconds = math.log(max(float(y), 1e-3))
+        if self._prior is not None:  # first: the regressor's refit may ask for the corrections
+            # The prior, with this result, is the base: the very first result of a model (or of
+            # all) is otherwise corrected from a base that knew nothing of it, which an online
+            # starter, never refit, keeps.
+            self._prior.learn_one(x, y)
+            if isinstance(self._model, BatchRefitRegressor) and self._model._target_source is not None:
+                self._samples.add(x, log_seconds, self._prior, self.window)
+        target = log_seconds - self._base(x)[0]
         if self._n_seen and not isinstance(self._model, BatchRefitRegressor):
             self._log_residual.update(target - _mean_std(self._model, x)[0])
         self._model.learn_one(x, target)
         self._n_seen += 1
+
+    def _corrections(self) -> np.ndarray:
+        """Every kept sample's log seconds less its prior of now: the targets of a refit."""
+        return self._samples.corrections(self._prior.pooled() if self._prior is not None else None)
 
     def _noise_std(self) -> float:
         """Standard deviation of the progressive-validation residual of log seconds."""
@@ -399,11 +444,12 @@ class TimePredictor(_Params):
 
     def predict_log_dist(self, x: Mapping[str, float]) -> tuple[float, float]:
         """Mean and standard deviation of log(seconds)."""
+        base_log, base_var = self._base(x)
         if not self._n_seen:
-            return self._base(x), 1.0
+            return base_log, 1.0
         correction, spread = _mean_std(self._model, dict(x))
         noise = self._noise_std()
-        return self._base(x) + correction, math.sqrt(spread**2 + noise**2)
+        return base_log + correction, math.sqrt(spread**2 + noise**2 + base_var)
 
     def predict_dist(self, x: Mapping[str, float]) -> tuple[float, float]:
         log_mean, log_std = self.predict_log_dist(x)
@@ -420,16 +466,13 @@ class TimePredictor(_Params):
 
     def predict_arrays(self, xs: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict_many` as two arrays: seconds and their standard deviation."""
-        if isinstance(xs, FeatureRows):
-            base_log = xs.column(self.BASE_FEATURE, 0.0)  # what _base reads, from the matrix
-        else:
-            base_log = np.array([self._base(x) for x in xs], dtype=float)
+        base_log, base_var = self._base_arrays(xs)
         if not self._n_seen:
             log_mean, log_std = base_log, np.ones(len(xs))
         else:
             correction, spread = _mean_std_many(self._model, xs)  # type: ignore[arg-type]
             noise = self._noise_std()
-            log_mean, log_std = base_log + correction, np.sqrt(spread**2 + noise**2)
+            log_mean, log_std = base_log + correction, np.sqrt(spread**2 + noise**2 + base_var)
         seconds = np.exp(np.minimum(log_mean, 50.0))
         std = seconds * (np.exp(np.minimum(log_std, 10.0)) - 1.0)
         return seconds, std

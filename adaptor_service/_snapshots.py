@@ -19,7 +19,9 @@ __all__ = ["SNAPSHOT_FORMAT", "Snapshots"]
 
 log = logging.getLogger("nasoa.adaptor")
 
-SNAPSHOT_FORMAT = 4  # 2: the state keeps the measured runs (KnownRuns); 3: the policy hedge; 4: rolling time error
+# 2: the state keeps the measured runs (KnownRuns); 3: the policy hedge; 4: rolling time error;
+# 5: the time predictor's learned per-model prior
+SNAPSHOT_FORMAT = 5
 
 
 class Snapshots:

@@ -23,6 +23,7 @@ from adaptor_service._predictors import (
     CandidateBlock,
     FeatureIndex,
     FeatureRows,
+    ModelTimePrior,
     TimePredictor,
     make_features,
 )
@@ -88,7 +89,7 @@ def samples() -> list[tuple[dict[str, float], float, float]]:
 #: (River's convention: small models, so the checks are quick).
 ESTIMATORS: dict[str, Callable[[], base.Regressor]] = {
     f"{cls.__name__}-{i}": (lambda cls=cls, params=params: cls(**params))
-    for cls in (BatchRefitRegressor, AccuracyPredictor, TimePredictor)
+    for cls in (BatchRefitRegressor, AccuracyPredictor, TimePredictor, ModelTimePrior)
     for i, params in enumerate(cls._unit_test_params())
 }
 
@@ -96,7 +97,7 @@ ESTIMATORS: dict[str, Callable[[], base.Regressor]] = {
 def check_pickle_round_trip_gives_equal_predictions(model: base.Regressor) -> None:
     """The check River lacks: a pickled and restored model predicts, and goes on learning, the same."""
     samples = _samples(120)
-    target = 2 if isinstance(model, TimePredictor) else 1
+    target = 2 if isinstance(model, (TimePredictor, ModelTimePrior)) else 1
     for sample in samples:
         model.learn_one(sample[0], sample[target])
     twin = pickle.loads(pickle.dumps(model))

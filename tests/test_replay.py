@@ -189,3 +189,14 @@ def test_predictor_lab_runs_the_protocol(small_table) -> None:  # type: ignore[n
     assert sum(len(v) for v in result.first.values()) == 2  # one first visit per order
     assert math.isfinite(result.all_mean()) and result.all_mean() >= 0
     assert result.time_log_errors and "first" in result.line()
+
+
+@needs_data
+def test_time_error_scores_every_held_out_point(small_table) -> None:  # type: ignore[no-untyped-def]
+    from adaptor_service import sample_curve
+    from benchmarks._time_error import time_error
+
+    result = time_error(small_table, folds=3)
+    assert result.points == sum(1 for r in small_table.runs for p in sample_curve(r.curve) if p.seconds > 0)
+    assert 0.0 < result.median_log_error < 3.0 and 0.0 <= result.coverage_90 <= 1.0
+    assert "held-out points" in result.line("small")
