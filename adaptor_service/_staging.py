@@ -131,6 +131,14 @@ class Schedules:
                 for run, pred, sec in zip(stage.runs, stage.predictions, allowed, strict=True)]
 
     def _queue_stage(self, parent: Job, index: int, runs: Sequence[tuple[Candidate, Prediction, str, float]]) -> Job:
+        parent, children = self._create_stage(parent, index, runs)
+        self._dispatch(children)
+        return parent
+
+    def _create_stage(
+        self, parent: Job, index: int, runs: Sequence[tuple[Candidate, Prediction, str, float]]
+    ) -> tuple[Job, list[Job]]:
+        """Store the stage's children and the parent's move to it; the children still to queue."""
         stage = parent.plan.stages[index]
         children = []
         for i, (run, prediction, resume_from, budget) in enumerate(runs):
@@ -159,6 +167,10 @@ class Schedules:
                              message=message, updated_at=time.time())
             self.jobs.store.update_job(parent)
         self.jobs.event(parent, "state", message)
+        return parent, children
+
+    def _dispatch(self, children: Sequence[Job]) -> None:
+        """Queue the children still QUEUED; raise only if none could be (the reconciler retries)."""
         failures = []
         for child in children:
             if child.state == JobState.QUEUED:
@@ -168,7 +180,6 @@ class Schedules:
                     failures.append(exc)
         if failures and len(failures) == len(children):
             raise failures[0]
-        return parent
 
     # ---- progress ------------------------------------------------------------------------
     def child_progress(self, child: Job, point: CurvePoint) -> None:
@@ -205,6 +216,13 @@ class Schedules:
             return self.start(parent)
         if parent.job_id in self._deciding():
             return parent  # re-entered while it stops the runs a decision left out
+        to_queue: list[Job] = []
+        parent = self._step(parent, to_queue)
+        self._dispatch(to_queue)  # outside the lock: a slow broker must not hold up the planner
+        return parent
+
+    def _step(self, parent: Job, to_queue: list[Job]) -> Job:
+        """:meth:`resume`'s decision, under the lock; the next stage's children go to ``to_queue``."""
         with self.lock:
             parent = self.jobs.store.get_job(parent.job_id)  # another thread may have moved it on
             if parent.state.finished:
@@ -235,7 +253,7 @@ class Schedules:
                 return parent
             if still_open:
                 used += self._stop_open_runs(parent, still_open, decided)
-            return self._next_stage(parent, decided, used)
+            return self._next_stage(parent, decided, used, to_queue)
 
     def _decide(self, parent: Job, usable: Sequence[Job], still_open: Sequence[Job]) -> list[tuple[Job, Prediction]] | None:
         """The settled runs that continue, with their predictions; None while open runs could still win."""
@@ -286,7 +304,9 @@ class Schedules:
         finally:
             self._deciding().discard(job_id)
 
-    def _next_stage(self, parent: Job, decided: Sequence[tuple[Job, Prediction]], used: float) -> Job:
+    def _next_stage(
+        self, parent: Job, decided: Sequence[tuple[Job, Prediction]], used: float, to_queue: list[Job]
+    ) -> Job:
         left = parent.task.budget_seconds - used
         margin = max(parent.plan.time_margin, 1.0)
         continuing = []
@@ -307,7 +327,9 @@ class Schedules:
         if not continuing:  # no budget left to continue: the best run so far wins as it is
             best = decided[0][0]
             return self._finish(parent, best, used, f"the budget left ({left:.0f}s) cannot continue {best.job_id}")
-        return self._queue_stage(parent, parent.stage + 1, continuing)
+        parent, children = self._create_stage(parent, parent.stage + 1, continuing)
+        to_queue.extend(children)
+        return parent
 
     def _finish(self, parent: Job, winner: Job | None, used: float, why: str) -> Job:
         """End the parent with the winner's result (or FAILED without one); idempotent."""
