@@ -6,9 +6,9 @@ table. The load benchmark's 32 tasks are recommended once, then each is recommen
 submitted in turn, three rounds; CPU time (``time.process_time``) per call is reported.
 
 Usage:
-    OMP_NUM_THREADS=1 PYTHONPATH=. python scripts/plan_cost.py            # CPU figures (JSON)
-    OMP_NUM_THREADS=1 PYTHONPATH=. python scripts/plan_cost.py --plans F  # write 256 plans to F
-    OMP_NUM_THREADS=1 PYTHONPATH=. python scripts/plan_cost.py --profile  # cProfile of the Recommends
+    OMP_NUM_THREADS=1 python -m benchmarks._plan_cost            # CPU figures (JSON)
+    OMP_NUM_THREADS=1 python -m benchmarks._plan_cost --plans F  # write 256 plans to F
+    OMP_NUM_THREADS=1 python -m benchmarks._plan_cost --profile  # cProfile of the Recommends
 
 Two checkouts' ``--plans`` files compare with ``cmp``: a change that must keep every plan
 writes the same file.
