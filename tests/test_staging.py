@@ -160,6 +160,12 @@ def test_a_probe_is_validated_at_the_epoch_it_reached_not_its_whole_schedule(sta
     assert adaptor.state.time_rel_error.get() == pytest.approx(0.0, abs=0.05)
 
 
+def _submit_probes(adaptor, task, job_id):
+    """Submit ``task`` with a 100 s budget as ``job_id``: its two probe jobs."""
+    parent = adaptor.submit(replace(task, budget_seconds=100.0), job_id=job_id)
+    return [adaptor.get_job(j) for j in parent.child_job_ids]
+
+
 class OnePerModel(TwoProbes):
     """Probes the best 3-epoch run of each model for one epoch, the better predicted first."""
 
@@ -182,8 +188,7 @@ def test_a_stage_is_decided_early_when_the_open_runs_cannot_catch_up(tiny_space,
         return Observation(f"w{i}", other, c, accuracy, 5.0, (CurvePoint(c.epochs, accuracy, 5.0),))
 
     adaptor.warm_start(seen(i, c) for i, c in enumerate(tiny_space.candidates(other)))
-    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e1")
-    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    a, b = _submit_probes(adaptor, digits_task, "e1")
     assert a.plan.candidate.model != b.plan.candidate.model
     adaptor.observe(_result(a, [95.0], status="stopped"))  # b is still queued: no curve of its own
     parent = adaptor.get_job("e1")
@@ -197,8 +202,7 @@ def test_a_stage_is_decided_early_when_the_open_runs_cannot_catch_up(tiny_space,
 def test_a_running_probe_is_left_to_finish_and_its_deadline_held_back(staged, digits_task):
     adaptor, _ = staged
     adaptor.jobs.schedules.confidence = 0.0
-    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e2")
-    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    a, b = _submit_probes(adaptor, digits_task, "e2")
     adaptor.job_started(b.job_id, "w2")
     adaptor.job_progress(b.job_id, CurvePoint(1, 5.0, 3.0))  # streams a poor first epoch; a not settled yet
     assert adaptor.get_job("e2").stage == 0
@@ -213,8 +217,7 @@ def test_a_running_probe_is_left_to_finish_and_its_deadline_held_back(staged, di
 
 def test_an_open_run_that_could_still_win_is_waited_for(staged, digits_task):
     adaptor, _ = staged
-    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e3")
-    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    a, b = _submit_probes(adaptor, digits_task, "e3")
     adaptor.job_started(b.job_id, "w2")
     adaptor.job_progress(b.job_id, CurvePoint(1, 40.0, 2.0))
     adaptor.observe(_result(a, [45.0], status="stopped"))  # ahead by less than the predictions' spread
@@ -226,8 +229,7 @@ def test_an_open_run_that_could_still_win_is_waited_for(staged, digits_task):
 def test_a_streamed_epoch_can_decide_the_stage(staged, digits_task):
     adaptor, _ = staged
     adaptor.jobs.schedules.confidence = 0.5
-    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e4")
-    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    a, b = _submit_probes(adaptor, digits_task, "e4")
     adaptor.job_started(b.job_id, "w2")
     adaptor.observe(_result(a, [60.0], status="stopped"))
     assert adaptor.get_job("e4").stage == 0  # b, unmeasured, is predicted as well as a: wait for it
@@ -239,8 +241,7 @@ def test_a_streamed_epoch_can_decide_the_stage(staged, digits_task):
 def test_the_parent_ends_only_when_a_probe_left_running_has_settled(staged, digits_task):
     adaptor, _ = staged
     adaptor.jobs.schedules.confidence = 0.0
-    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e5")
-    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    a, b = _submit_probes(adaptor, digits_task, "e5")
     adaptor.job_started(b.job_id, "w2")
     adaptor.job_progress(b.job_id, CurvePoint(1, 5.0, 3.0))
     adaptor.observe(_result(a, [99.0], status="stopped"))
@@ -255,23 +256,20 @@ def test_the_parent_ends_only_when_a_probe_left_running_has_settled(staged, digi
 
 def test_a_probe_that_reached_its_deadline_is_not_continued(staged, digits_task):
     adaptor, _ = staged
-    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e6")
-    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    a, b = _submit_probes(adaptor, digits_task, "e6")
     adaptor.observe(_result(a, [90.0], status="deadline"))  # no checkpoint: it did not stop as planned
     adaptor.observe(_result(b, [40.0], status="stopped"))
     assert adaptor.get_job("e6-s1r0").resume_from_job_id == b.job_id
 
-    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e7")
-    for job_id, accuracy in zip(parent.child_job_ids, (70.0, 80.0), strict=True):
-        adaptor.observe(_result(adaptor.get_job(job_id), [accuracy], status="deadline"))
+    for probe, accuracy in zip(_submit_probes(adaptor, digits_task, "e7"), (70.0, 80.0), strict=True):
+        adaptor.observe(_result(probe, [accuracy], status="deadline"))
     parent = adaptor.get_job("e7")
     assert parent.state == JobState.DONE and parent.result.accuracy == 80.0 and "as it is" in parent.message
 
 
 def test_a_continued_run_s_probe_epochs_are_learned_once(staged, digits_task):
     adaptor, _ = staged
-    parent = adaptor.submit(replace(digits_task, budget_seconds=100.0), job_id="e8")
-    a, b = (adaptor.get_job(j) for j in parent.child_job_ids)
+    a, b = _submit_probes(adaptor, digits_task, "e8")
     adaptor.observe(_result(a, [90.0], status="stopped"))
     adaptor.observe(_result(b, [40.0], status="stopped"))
     final = adaptor.get_job("e8-s1r0")
