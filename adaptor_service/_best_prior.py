@@ -12,6 +12,7 @@ when it does not.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -121,6 +122,13 @@ def task_percentiles(outcomes: np.ndarray, tasks: np.ndarray) -> np.ndarray:
 _DISTANCE_BLOCK = 1 << 19
 
 
+# Per ranker: (the vectors scored last, the runs known then, their neighbours). A planner
+# scores the same encoded space for every task; between two learnt runs the answer is the same.
+_LAST_NEAREST: weakref.WeakKeyDictionary[BestPriorRanker, tuple[weakref.ref[np.ndarray], int, np.ndarray]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class BestPriorRanker:
     """Scores candidate configurations by the mean task percentile of their nearest past runs.
 
@@ -199,5 +207,13 @@ class BestPriorRanker:
         """
         if not self._configs:
             return np.full(len(configs), 0.5)
-        nearest = self.neighbours(self.encode(configs) if vectors is None else vectors)
+        if vectors is None:
+            nearest = self.neighbours(self.encode(configs))
+        else:
+            last = _LAST_NEAREST.get(self)
+            if last is not None and last[0]() is vectors and last[1] == len(self._configs):
+                nearest = last[2]
+            else:
+                nearest = self.neighbours(vectors)
+                _LAST_NEAREST[self] = (weakref.ref(vectors), len(self._configs), nearest)
         return self.percentiles(budget_seconds)[nearest].mean(1)

@@ -10,11 +10,12 @@ log's tail, reaching the very same state.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Literal
 
@@ -33,8 +34,8 @@ from adaptor_service._predictors import (
     AccuracyPredictor,
     CandidateBlock,
     TimePredictor,
-    fits_outside,
     make_features,
+    slow_work_outside,
 )
 from adaptor_service._snapshots import Snapshots
 from adaptor_service._stores import JobStore
@@ -153,7 +154,9 @@ class Learner:
     """Owns the learned state and learns recorded results into it.
 
     ``lock`` guards the state for readers (the planner) and the learner; ``learning`` is held
-    while one result is learned, so a snapshot never holds half of one.
+    while one result is learned, so a snapshot never holds half of one. ``generation`` counts
+    the state's changes: it is odd while one is under way, and a plan made at an even
+    generation that has not moved since is the plan the state gives.
     """
 
     def __init__(
@@ -169,6 +172,16 @@ class Learner:
         self.lock = threading.RLock()
         self.learning = threading.RLock()
         self._backlog = _Backlog(max_backlog, pause_seconds) if background else None
+        self.generation = 0
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around every change of the state, under ``lock``."""
+        self.generation += 1
+        try:
+            yield
+        finally:
+            self.generation += 1
 
     @property
     def background(self) -> bool:
@@ -181,10 +194,10 @@ class Learner:
     def restore(self, store: JobStore) -> None:
         """Load the last snapshot (our own file only), then learn the log's tail."""
         saved = self.snapshots.read(LearnedState)
-        if saved is not None:
-            self.state = saved  # type: ignore[assignment]
         replayed = 0
-        with self.lock:
+        with self.lock, self._changing():
+            if saved is not None:
+                self.state = saved  # type: ignore[assignment]
             for seq, obs in store.observations_after(self.state.last_seq):
                 learn_observation(self.state, seq, obs)
                 replayed += 1
@@ -212,7 +225,8 @@ class Learner:
             positions = store.record_observations(observations)
 
             def learn_and_finish(seq: int, obs: Observation, job: JobRef) -> None:
-                learn_observation(self.state, seq, obs)
+                with self._changing():
+                    learn_observation(self.state, seq, obs)
                 finish(obs, job)
                 if self.snapshots.due(self.state.n_learned):
                     self.snapshot()
@@ -224,7 +238,7 @@ class Learner:
 
     def refit(self) -> None:
         """Refit the batch models on everything learnt (after a warm start)."""
-        with self.learning, self.lock:
+        with self.learning, self.lock, self._changing():
             self.state.accuracy.refit()
             self.state.time.refit()
 
@@ -248,7 +262,7 @@ class Learner:
             seq, obs = item
             try:
                 with self.learning:
-                    with self.lock, fits_outside(self.lock):
+                    with self.lock, self._changing(), slow_work_outside(self.lock):
                         learn_observation(self.state, seq, obs)
                     if self.snapshots.due(self.state.n_learned):
                         self.snapshot()

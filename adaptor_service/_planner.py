@@ -1,8 +1,9 @@
 """The planner: predictions for every candidate of a task, then the generator's plan.
 
-It reads the learned state (under the learner's lock) and never changes it. Feature matrices
-are cached per task (everything but the budget), the candidates' own features per candidate
-space, so a request costs array operations.
+It reads the learned state (under the learner's lock, released while the trees predict in
+bulk) and never changes it. Feature matrices are cached per task (everything but the
+budget), the candidates' own features per candidate space, so a request costs array
+operations; a plan is reused while the learned state has not changed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from adaptor_service._candidates import CandidateSpace, CandidateTable
 from adaptor_service._hedge import BEST_PRIOR
 from adaptor_service._known_runs import Measured, RunKey, correct_accuracy, correct_seconds, rows_by_run
 from adaptor_service._learner import Learner, accuracy_at, measured_runs, predict_candidates
-from adaptor_service._predictors import CandidateBlock, FeatureRows, make_features
+from adaptor_service._predictors import CandidateBlock, FeatureRows, make_features, slow_work_outside
 from adaptor_service._schedulers import RunIndex, ScheduleGenerator, ScoredCandidate
 from nasoa_contracts import Candidate, CurvePoint, InvalidArgument, NotFound, Plan, Prediction, TaskSpec
 
@@ -43,6 +44,7 @@ class Planner:
         default_margin: float = 1.2,
         feature_cache_size: int = 32,
         feature_cache_bytes: int = 256 << 20,
+        plan_cache_size: int = 256,
     ) -> None:
         self.learner = learner
         self.candidate_space = candidate_space
@@ -55,6 +57,9 @@ class Planner:
         self._run_rows: _LRU[dict[RunKey, list[int]]] = _LRU(8)  # per (space, models): rows of each run
         self._run_index: _LRU[RunIndex] = _LRU(8)  # per (space, models): each row's run, for the shortlist
         self._encoded: _LRU[np.ndarray] = _LRU(8)  # per (space, models, ranker encoding): best-prior's vectors
+        # Per (learner generation, task, models, top_k): a task planned again (Submit after its
+        # Recommend) while nothing was learned gets the same plan without predicting again.
+        self._plans: _LRU[Plan] = _LRU(plan_cache_size)
 
     @property
     def time_margin(self) -> float:
@@ -110,7 +115,10 @@ class Planner:
         if candidates is None or len(candidates) == 0:
             if self.candidate_space is None:
                 raise InvalidArgument("no candidates given and the adaptor has no candidate space")
-            return self._recommend_from_space(task, tuple(models), top_k or 5)
+            key = (task, tuple(models), top_k or 5)
+            with self.learner.lock:
+                plan = self._plans.get((self.learner.generation, *key))
+            return plan or self._recommend_from_space(*key)
         if models:
             known = {c.model for c in candidates}
             unknown = [m for m in models if m not in known]
@@ -151,7 +159,9 @@ class Planner:
         assert space is not None
         candidates, rows = self._task_rows(task, models)
         generator = self.generator
-        with self.learner.lock:
+        lock = self.learner.lock
+        with lock, slow_work_outside(lock):
+            generation = self.learner.generation
             state = self.learner.state
             sec, sec_std = state.time.predict_arrays(rows)
             measured: Measured = []
@@ -187,7 +197,10 @@ class Planner:
                 ScoredCandidate(candidates[i], Prediction(*p))
                 for i, p in zip(index.tolist(), zip(*columns, strict=True), strict=True)
             ]
-            return generator.choose(task, scored, margin, top_k)
+            plan = generator.choose(task, scored, margin, top_k)
+            if generator.repeatable and generation % 2 == 0 and self.learner.generation == generation:
+                self._plans.put((generation, task, models, top_k), plan)  # made from one state throughout
+            return plan
 
     def _accuracy_of(
         self, task: TaskSpec, candidates: CandidateTable, rows: FeatureRows, need: np.ndarray | None

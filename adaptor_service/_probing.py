@@ -114,6 +114,7 @@ class ProbeThenCommitGenerator(ScheduleGenerator):
     """
 
     name = "probe-then-commit"
+    repeatable = True
 
     def __init__(
         self,

@@ -81,6 +81,9 @@ class ScheduleGenerator(abc.ABC):
     """
 
     name: str = "base"
+    #: ``choose`` gives the same plan for the same arguments, whatever came before (no draw
+    #: per call): the planner may then give a task the same plan while nothing is learned.
+    repeatable: bool = False
 
     @abc.abstractmethod
     def choose(
@@ -201,6 +204,10 @@ class OneShotGenerator(ScheduleGenerator):
         self.seed = seed
         self._rng = random.Random(seed)
 
+    @property
+    def repeatable(self) -> bool:  # type: ignore[override]
+        return self.exploration == 0  # the coin is drawn only when exploring
+
     def choose(
         self, task: TaskSpec, scored: Sequence[ScoredCandidate], time_margin: float, top_k: int = 5
     ) -> Plan:
@@ -295,6 +302,7 @@ class FixedDefaultGenerator(ScheduleGenerator):
     """
 
     name = "fixed"
+    repeatable = True
 
     def __init__(self, model: str = "", hparams: dict[str, float | str] | None = None) -> None:
         self.model = model

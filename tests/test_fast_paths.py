@@ -250,3 +250,67 @@ def test_best_prior_scored_once_per_run_picks_the_rows_it_picks_per_candidate(sp
         for _ in range(2):  # the second time from the kept encoding
             per_run = adaptor.planner._best_prior_rows(task, templates, 1.0, RunIndex.of(templates), "space")
             assert len(every) and per_run.tolist() == every.tolist()
+
+
+def test_a_task_planned_again_reuses_its_plan_until_something_is_learned(space, monkeypatch):
+    adaptor = Adaptor.in_memory(candidate_space=space)
+    adaptor.warm_start(_observations(space, 0, 40))
+    task = _task(60)
+    first = adaptor.recommend(task)
+    predicted = []
+    original = type(adaptor.state.accuracy).predict_arrays
+    monkeypatch.setattr(type(adaptor.state.accuracy), "predict_arrays",
+                        lambda self, *a, **k: predicted.append(1) or original(self, *a, **k))
+    assert adaptor.recommend(task) == first and adaptor.submit(task).plan == first
+    assert not predicted, "nothing was learned: the plan is reused"
+    assert adaptor.recommend(_task(60, budget=45.0)) != first and predicted, "another budget is another plan"
+    adaptor.observe(_observations(space, 200, 1)[0])
+    predicted.clear()
+    again = adaptor.recommend(task)
+    assert predicted, "a result was learned: the task is planned again"
+    assert again == _plain_plan(adaptor, OneShotGenerator(), task)
+
+
+def test_bulk_predictions_release_the_state_lock(space, monkeypatch):
+    """A Recommend predicting thousands of rows after a refit lets other requests take the lock."""
+    import threading
+
+    from adaptor_service import _estimators
+
+    adaptor = Adaptor.in_memory(candidate_space=space)
+    adaptor.warm_start(_observations(space, 0, 80))
+    lock, others_got_in = adaptor.learner.lock, []
+    original = _estimators._predict_in_bulk
+
+    def predict_while_another_thread_locks(members, X):
+        other = threading.Thread(target=lambda: others_got_in.append(lock.acquire(timeout=10) and lock.release() is None))
+        other.start()
+        other.join()
+        return original(members, X)
+
+    monkeypatch.setattr(_estimators, "_predict_in_bulk", predict_while_another_thread_locks)
+    plan = adaptor.recommend(_task(70))
+    assert others_got_in and all(others_got_in)
+    assert plan == _plain_plan(adaptor, OneShotGenerator(), _task(70))
+
+
+def test_best_prior_scores_of_kept_vectors_follow_each_learnt_run():
+    """The ranker keeps the last vectors' neighbours only while no run is learnt."""
+    from adaptor_service._best_prior import BestPriorRanker
+
+    ranker = BestPriorRanker(k=3)
+    configs = [(f"m{i % 4}", {"lr": 0.001 * (1 + i % 7), "epochs": 1 + i % 5}) for i in range(40)]
+
+    def learn(i: int) -> None:
+        model, hparams = configs[i % len(configs)]
+        ranker.learn_run(f"task-{i % 6}", model, hparams, [CurvePoint(1, 30.0 + (i * 37) % 60, 5.0 + i % 9)])
+
+    for i in range(30):
+        learn(i)
+    vectors = ranker.encode(configs)
+    for i in range(30, 40):
+        kept = ranker.score(configs, 60.0, vectors)
+        np.testing.assert_array_equal(ranker.score(configs, 60.0, vectors), kept)
+        np.testing.assert_array_equal(kept, ranker.score(configs, 60.0))  # as encoded afresh
+        learn(i)
+        np.testing.assert_array_equal(ranker.score(configs, 60.0, vectors), ranker.score(configs, 60.0))

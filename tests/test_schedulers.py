@@ -53,6 +53,19 @@ def test_deterministic_for_a_seed(make):
 
 
 @pytest.mark.parametrize("make", GENERATORS, ids=IDS)
+def test_a_repeatable_generator_plans_the_same_arguments_the_same_way(make):
+    """The planner reuses a repeatable generator's plans: what came before must not matter."""
+    generator = make(11)
+    if not generator.repeatable:
+        assert type(generator) in (RandomGenerator, SuccessiveHalvingGenerator) or generator.exploration > 0
+        return
+    scored, task = _scored(), _tasks()[3]
+    first = generator.choose(task, scored, time_margin=1.2)
+    _choices(generator)
+    assert generator.choose(task, scored, time_margin=1.2) == first
+
+
+@pytest.mark.parametrize("make", GENERATORS, ids=IDS)
 def test_pickle_and_deepcopy_keep_behaviour(make):
     generator = make(3)
     _choices(generator)  # advance any internal random state
