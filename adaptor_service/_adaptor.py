@@ -261,6 +261,10 @@ class Adaptor:
             self.snapshot()
         return new
 
+    def prepare(self) -> None:
+        """Build the planner's shared structures before serving (see :meth:`Planner.prepare`)."""
+        self.planner.prepare()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every recorded result is learned; False if ``timeout`` passed first."""
         return self.learner.flush(timeout)

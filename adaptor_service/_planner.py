@@ -135,6 +135,13 @@ class Planner:
                 scored = [scored[i] for i in prior_rows]
             return self.generator.choose(task, scored, self.time_margin, top_k or 5)
 
+    def prepare(self) -> None:
+        """Build what every task of the candidate space shares (its feature block, its runs,
+        best-prior's encoding) by planning a task without meta-features, so that the first
+        requests after a start do not queue behind it."""
+        if self.candidate_space is not None:
+            self._recommend_from_space(TaskSpec("nasoa:prepare", 60.0), (), 5)
+
     def _task_rows(self, task: TaskSpec, models: tuple[str, ...]) -> tuple[CandidateTable, FeatureRows]:
         """The task's candidates and their feature rows, cached: features do not depend on the budget."""
         space = self.candidate_space

@@ -253,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, LookupError, OSError) as exc:
         print(f"nasoa-adaptor: {exc}", file=sys.stderr)
         return 2
+    try:
+        adaptor.prepare()
+    except Exception:  # the first request then builds it, or says what is wrong
+        log.exception("preparing the planner failed")
     # What start-up made lives as long as the process: keeping it out of the collector's
     # full passes takes tens of ms off the Recommend calls that land on one.
     gc.freeze()

@@ -314,3 +314,17 @@ def test_best_prior_scores_of_kept_vectors_follow_each_learnt_run():
         np.testing.assert_array_equal(kept, ranker.score(configs, 60.0))  # as encoded afresh
         learn(i)
         np.testing.assert_array_equal(ranker.score(configs, 60.0, vectors), ranker.score(configs, 60.0))
+
+
+def test_prepare_builds_what_every_task_shares_before_the_first_request(space, monkeypatch):
+    from adaptor_service import _planner
+
+    adaptor = Adaptor.in_memory(candidate_space=space)
+    adaptor.warm_start(_observations(space, 0, 40))
+    adaptor.prepare()
+    built = []
+    monkeypatch.setattr(_planner, "CandidateBlock", lambda *a: built.append(a) or CandidateBlock(*a))
+    monkeypatch.setattr(_planner.RunIndex, "of", classmethod(lambda cls, *a: built.append(a)))
+    plan = adaptor.recommend(_task(80))
+    assert not built, "the first request found the space's block and runs built"
+    assert plan == _plain_plan(adaptor, OneShotGenerator(), _task(80))
