@@ -12,9 +12,9 @@ from river import base, stats
 from adaptor_service._fast_trees import (
     _SMALL_BATCH,
     _SPECIALIZE_ROWS,
+    _fit_outside_lock,
     _flat_trees,
     _one_thread,
-    _outside_lock,
     _predict_fixing_constants,
     _walk,
 )
@@ -165,7 +165,7 @@ class BatchRefitRegressor(base.Regressor):
         X = self._index.matrix(self._xs)
         source = self._target_source
         y = np.asarray(source() if source is not None else self._ys, dtype=float)[-len(self._ys) :]
-        members = _outside_lock(lambda: self._fit_members(X, y))
+        members = _fit_outside_lock(lambda: self._fit_members(X, y))
         # Swapped in at once: a reader sees the old fit or the new one, never a mix.
         self._members = members  # type: ignore[assignment]
         self._columns_fitted = X.shape[1]
@@ -211,14 +211,9 @@ class BatchRefitRegressor(base.Regressor):
         found = rows.memo.get(id(self))
         if found is not None and found[0]() is self and found[1] == self._n_fits:
             return found[2]  # type: ignore[return-value]
-        X = rows.matrix_for(self._index.columns, self._columns_fitted)
-        if len(X) <= _SMALL_BATCH:
-            preds, n_fits = self._predict_members(X), self._n_fits
-        else:  # the fit in force now (a refit swaps in a new list), predicted outside the state lock
-            members, n_fits = self._members, self._n_fits
-            preds = _outside_lock(lambda: _predict_in_bulk(members, X))
+        preds = self._predict_members(rows.matrix_for(self._index.columns, self._columns_fitted))
         preds.flags.writeable = False
-        rows.memo[id(self)] = (weakref.ref(self), n_fits, preds)
+        rows.memo[id(self)] = (weakref.ref(self), self._n_fits, preds)
         return preds
 
     def _predict_members(self, X: np.ndarray) -> np.ndarray:
@@ -226,7 +221,9 @@ class BatchRefitRegressor(base.Regressor):
             # A few rows: walking the trees in Python is ~10x faster than scikit-learn's
             # per-tree calls, and gives the very same sums (same order of additions).
             return np.array([[_walk(trees, row) for row in X.tolist()] for trees in self._trees])
-        return _predict_in_bulk(self._members, X)
+        predict = _predict_fixing_constants if len(X) >= _SPECIALIZE_ROWS else (lambda m, X: m.predict(X))
+        with _one_thread():  # type: ignore[attr-defined]
+            return np.stack([predict(m, X) for m in self._members])  # type: ignore[attr-defined]
 
     def predict_mean_std(self, xs: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         preds = self.predict_matrix(xs)
@@ -235,13 +232,6 @@ class BatchRefitRegressor(base.Regressor):
 
     def predict_one(self, x: Mapping[str, float]) -> float:
         return float(self.predict_matrix([x]).mean())
-
-
-def _predict_in_bulk(members: Sequence[object], X: np.ndarray) -> np.ndarray:
-    """Each fitted member's predictions of the rows ``X``, shape (members, rows)."""
-    predict = _predict_fixing_constants if len(X) >= _SPECIALIZE_ROWS else (lambda m, X: m.predict(X))
-    with _one_thread():  # type: ignore[attr-defined]
-        return np.stack([predict(m, X) for m in members])  # type: ignore[attr-defined]
 
 
 def _members(model: base.Regressor) -> list[base.Regressor] | None:

@@ -14,41 +14,35 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["slow_work_outside"]
-
-T = TypeVar("T")
+__all__ = ["fits_outside"]
 
 _OUTSIDE = threading.local()
 
 
 @contextmanager
-def slow_work_outside(lock: object) -> Iterator[None]:
-    """Within this block, this thread releases ``lock`` while scikit-learn fits or predicts in bulk.
+def fits_outside(lock: object) -> Iterator[None]:
+    """Within this block, this thread releases ``lock`` while scikit-learn fits a model.
 
-    The adaptor's learner and planner hold the state lock; a refit, or predicting thousands
-    of candidates after one, takes long and reads only its own copy of the data (scikit-learn
-    releases the GIL meanwhile), so other requests may go on. A lock this thread holds more
-    than once stays held.
+    The adaptor's background learner holds its state lock while it learns; a refit takes
+    long and reads only its own copy of the data, so readers (Recommend) may go on meanwhile.
     """
-    outer = getattr(_OUTSIDE, "lock", None)
     _OUTSIDE.lock = lock
     try:
         yield
     finally:
-        _OUTSIDE.lock = outer
+        _OUTSIDE.lock = None
 
 
-def _outside_lock(work: Callable[[], T]) -> T:
+def _fit_outside_lock(fit: Callable[[], object]) -> object:
     lock = getattr(_OUTSIDE, "lock", None)
     if lock is None:
-        return work()
+        return fit()
     lock.release()  # type: ignore[attr-defined]
     try:
-        return work()
+        return fit()
     finally:
         lock.acquire()  # type: ignore[attr-defined]
 

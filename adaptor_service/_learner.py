@@ -34,8 +34,8 @@ from adaptor_service._predictors import (
     AccuracyPredictor,
     CandidateBlock,
     TimePredictor,
+    fits_outside,
     make_features,
-    slow_work_outside,
 )
 from adaptor_service._snapshots import Snapshots
 from adaptor_service._stores import JobStore
@@ -262,7 +262,7 @@ class Learner:
             seq, obs = item
             try:
                 with self.learning:
-                    with self.lock, self._changing(), slow_work_outside(self.lock):
+                    with self.lock, self._changing(), fits_outside(self.lock):
                         learn_observation(self.state, seq, obs)
                     if self.snapshots.due(self.state.n_learned):
                         self.snapshot()

@@ -1,9 +1,9 @@
 """The planner: predictions for every candidate of a task, then the generator's plan.
 
-It reads the learned state (under the learner's lock, released while the trees predict in
-bulk) and never changes it. Feature matrices are cached per task (everything but the
-budget), the candidates' own features per candidate space, so a request costs array
-operations; a plan is reused while the learned state has not changed.
+It reads the learned state (under the learner's lock) and never changes it. Feature matrices
+are cached per task (everything but the budget), the candidates' own features per candidate
+space, so a request costs array operations; a plan is reused while the learned state has not
+changed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from adaptor_service._candidates import CandidateSpace, CandidateTable
 from adaptor_service._hedge import BEST_PRIOR
 from adaptor_service._known_runs import Measured, RunKey, correct_accuracy, correct_seconds, rows_by_run
 from adaptor_service._learner import Learner, accuracy_at, measured_runs, predict_candidates
-from adaptor_service._predictors import CandidateBlock, FeatureRows, make_features, slow_work_outside
+from adaptor_service._predictors import CandidateBlock, FeatureRows, make_features
 from adaptor_service._schedulers import RunIndex, ScheduleGenerator, ScoredCandidate
 from nasoa_contracts import Candidate, CurvePoint, InvalidArgument, NotFound, Plan, Prediction, TaskSpec
 
@@ -166,8 +166,7 @@ class Planner:
         assert space is not None
         candidates, rows = self._task_rows(task, models)
         generator = self.generator
-        lock = self.learner.lock
-        with lock, slow_work_outside(lock):
+        with self.learner.lock:
             generation = self.learner.generation
             state = self.learner.state
             sec, sec_std = state.time.predict_arrays(rows)

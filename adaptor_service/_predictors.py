@@ -25,7 +25,7 @@ import numpy as np
 from river import base, linear_model, stats
 
 from adaptor_service._estimators import BatchRefitRegressor, _mean_std, _mean_std_many
-from adaptor_service._fast_trees import slow_work_outside
+from adaptor_service._fast_trees import fits_outside
 from adaptor_service._features import (
     CandidateBlock,
     FeatureIndex,
@@ -46,8 +46,8 @@ __all__ = [
     "ModelTimePrior",
     "TimePredictor",
     "cross_features",
+    "fits_outside",
     "make_features",
-    "slow_work_outside",
     "task_features",
 ]
 

@@ -271,29 +271,6 @@ def test_a_task_planned_again_reuses_its_plan_until_something_is_learned(space, 
     assert again == _plain_plan(adaptor, OneShotGenerator(), task)
 
 
-def test_bulk_predictions_release_the_state_lock(space, monkeypatch):
-    """A Recommend predicting thousands of rows after a refit lets other requests take the lock."""
-    import threading
-
-    from adaptor_service import _estimators
-
-    adaptor = Adaptor.in_memory(candidate_space=space)
-    adaptor.warm_start(_observations(space, 0, 80))
-    lock, others_got_in = adaptor.learner.lock, []
-    original = _estimators._predict_in_bulk
-
-    def predict_while_another_thread_locks(members, X):
-        other = threading.Thread(target=lambda: others_got_in.append(lock.acquire(timeout=10) and lock.release() is None))
-        other.start()
-        other.join()
-        return original(members, X)
-
-    monkeypatch.setattr(_estimators, "_predict_in_bulk", predict_while_another_thread_locks)
-    plan = adaptor.recommend(_task(70))
-    assert others_got_in and all(others_got_in)
-    assert plan == _plain_plan(adaptor, OneShotGenerator(), _task(70))
-
-
 def test_best_prior_scores_of_kept_vectors_follow_each_learnt_run():
     """The ranker keeps the last vectors' neighbours only while no run is learnt."""
     from adaptor_service._best_prior import BestPriorRanker
