@@ -98,7 +98,7 @@ class ArtifactClient:
     def __init__(self, address: str | None = None, token: str | None = None, timeout: float = 60.0,
                  attempts: int = 5) -> None:  # fmt: skip
         from nasoa_contracts import ClientSettings, load_settings, make_channel
-        from zoo_store import artifact_token, decode_file_chunk, encode_upload_request
+        from zoo_store import artifact_token, decode_file_chunk, encode_upload_request, keep_freed_memory
 
         self.address = address or load_settings(ClientSettings).zoo_address
         token = artifact_token() if token is None else token
@@ -107,6 +107,7 @@ class ArtifactClient:
         self.attempts = attempts
         self._channel = make_channel(self.address)  # its 16 MiB message limit fits our chunks
         self._stub = artifact_pb2_grpc.ArtifactServiceStub(self._channel)
+        keep_freed_memory()  # each chunk reuses the memory of the last (zoo_store._artifact_wire)
         # The data-carrying calls, the same wire messages coded without extra copies.
         self._upload_call = self._channel.stream_unary(
             "/nasoa.v1.ArtifactService/UploadFile", request_serializer=encode_upload_request,

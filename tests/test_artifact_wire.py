@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import random
 
 import pytest
@@ -16,6 +17,7 @@ from zoo_store import (
     ZooStore,
     decode_file_chunk,
     encode_upload_request,
+    keep_freed_memory,
     make_zoo_server,
 )
 from zoo_store._artifact_wire import decode_upload_request, encode_file_chunk
@@ -100,6 +102,10 @@ def test_upload_requests_encode_as_protobuf_does():
     assert decode_upload_request(mixed).WhichOneof("part") == "header"
     with pytest.raises(DecodeError):
         decode_upload_request(b"\x12\x05ab")
+
+
+def test_malloc_keeps_freed_memory_on_glibc():
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
 
 
 def test_a_client_with_the_generated_stubs_uploads_and_downloads(tmp_path):

@@ -21,6 +21,7 @@ from zoo_store._artifact_wire import (
     UploadData,
     decode_upload_request,
     encode_file_chunk,
+    keep_freed_memory,
 )
 from zoo_store._artifacts import (
     ArtifactError,
@@ -176,7 +177,9 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
 
 def add_artifact_service(servicer: ArtifactServicer, server: grpc.Server) -> None:
     """Serve ``servicer`` on ``server``: the generated registration, with the data messages
-    (UploadFile's requests, DownloadFile's chunks) coded by :mod:`zoo_store._artifact_wire`."""
+    (UploadFile's requests, DownloadFile's chunks) coded by :mod:`zoo_store._artifact_wire`,
+    and malloc told to keep the memory of those chunks for the next ones."""
+    keep_freed_memory()
     handlers = {
         "GetUploadOffset": grpc.unary_unary_rpc_method_handler(
             servicer.GetUploadOffset, apb.UploadOffsetRequest.FromString, apb.UploadOffset.SerializeToString

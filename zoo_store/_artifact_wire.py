@@ -11,6 +11,10 @@ the same as with them.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import platform
 from typing import NamedTuple
 
 from nasoa_api.v1 import artifact_pb2 as apb
@@ -22,6 +26,7 @@ __all__ = [
     "decode_upload_request",
     "encode_file_chunk",
     "encode_upload_request",
+    "keep_freed_memory",
 ]
 
 _VARINT, _LEN = 0, 2
@@ -133,3 +138,24 @@ def decode_upload_request(message: bytes) -> UploadData | apb.UploadFileRequest:
             return UploadData(memoryview(message)[pos:])
     return apb.UploadFileRequest.FromString(message)
 
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 8 << 20  # twice the chunk size: chunks come from (and go back to) the heap
+_TRIM_THRESHOLD = 64 << 20  # the most glibc's own dynamic setting would keep
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc reuse the memory of freed chunks rather than hand it back to the
+    kernel (``mallopt``).  With its default, dynamic thresholds the memory of freed 4 MiB
+    buffers was at times returned (unmapped or trimmed), so the next chunks faulted their
+    pages in again, zero-filled: up to 25,000 page faults for a 64 MB download, a third of
+    the server's CPU time.  Now buffers under 8 MiB come from the heap, which keeps up to
+    64 MiB of freed memory.  Process-wide; False where the C library is not glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
