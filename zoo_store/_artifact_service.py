@@ -92,6 +92,9 @@ def _file(msg: apb.ArtifactFile) -> ArtifactFile:
 
 
 class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
+    """Register it with :func:`add_artifact_service`: DownloadFile yields :class:`FileChunkData`,
+    which the generated registration's serializer does not take."""
+
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
 

@@ -2,11 +2,13 @@
 
 The bytes on the wire are exactly the protobuf encoding of proto/nasoa/v1/artifact.proto;
 only the Python side differs.  The generated classes copy a chunk's data into and out of a
-message object on both ends: through them a loopback stream of 4 MiB chunks ran at about
-40% of the speed of the same stream of plain bytes (docs/BENCHMARKS.md).  These codecs copy
-it once to send and hand the receiver a ``memoryview`` of the received bytes.  Anything but the plain shapes they write (an unknown field, a repeated
-field, a header message) is decoded by the generated classes, so every valid encoding reads
-the same as with them.
+message object on both ends: through them a loopback stream of 4 MiB chunks ran at about 60%
+of the speed of the same stream of plain bytes (docs/BENCHMARKS.md).  These codecs copy it
+once to send and hand the receiver a ``memoryview`` of the received bytes.  Anything but the
+plain shapes they write (an unknown field, a repeated field, a header message) is decoded by
+the generated classes, so every valid encoding reads the same as with them.
+
+:func:`keep_freed_memory` sets malloc up for streaming such chunks.
 """
 
 from __future__ import annotations
