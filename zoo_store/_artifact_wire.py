@@ -14,7 +14,6 @@ the generated classes, so every valid encoding reads the same as with them.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import platform
 from typing import NamedTuple
@@ -157,7 +156,7 @@ def keep_freed_memory() -> bool:
     if platform.libc_ver()[0] != "glibc":
         return False
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import functools
 import hashlib
 import json
@@ -174,7 +173,7 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 @functools.cache
 def _sync_file_range() -> object:
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").sync_file_range
+        return ctypes.CDLL(None).sync_file_range
     except (OSError, AttributeError):  # not Linux
         return None
 
