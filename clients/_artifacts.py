@@ -98,7 +98,7 @@ class ArtifactClient:
     def __init__(self, address: str | None = None, token: str | None = None, timeout: float = 60.0,
                  attempts: int = 5) -> None:  # fmt: skip
         from nasoa_contracts import ClientSettings, load_settings, make_channel
-        from zoo_store import artifact_token
+        from zoo_store import artifact_token, decode_file_chunk, encode_upload_request, keep_freed_memory
 
         self.address = address or load_settings(ClientSettings).zoo_address
         token = artifact_token() if token is None else token
@@ -107,6 +107,16 @@ class ArtifactClient:
         self.attempts = attempts
         self._channel = make_channel(self.address)  # its 16 MiB message limit fits our chunks
         self._stub = artifact_pb2_grpc.ArtifactServiceStub(self._channel)
+        keep_freed_memory()  # each chunk reuses the memory of the last (zoo_store._artifact_wire)
+        # The data-carrying calls, the same wire messages coded without extra copies.
+        self._upload_call = self._channel.stream_unary(
+            "/nasoa.v1.ArtifactService/UploadFile", request_serializer=encode_upload_request,
+            response_deserializer=apb.UploadedFile.FromString, _registered_method=True,
+        )  # fmt: skip
+        self._download_call = self._channel.unary_stream(
+            "/nasoa.v1.ArtifactService/DownloadFile", request_serializer=apb.DownloadFileRequest.SerializeToString,
+            response_deserializer=decode_file_chunk, _registered_method=True,
+        )  # fmt: skip
 
     def close(self) -> None:
         self._channel.close()
@@ -153,7 +163,7 @@ class ArtifactClient:
         sha, size = artifact.files[name]
         request = apb.DownloadFileRequest(artifact_id=artifact.artifact_id, name=name)
         data = self._retrying("download", lambda: b"".join(
-            c.data for c in self._stub.DownloadFile(request, timeout=self.timeout, metadata=self._metadata)))  # fmt: skip
+            c.data for c in self._download_call(request, timeout=self.timeout, metadata=self._metadata)))  # fmt: skip
         if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
             raise ChecksumMismatch(f"{name} of artifact {artifact.artifact_id} failed its sha256 check")
         return data
@@ -224,7 +234,7 @@ class ArtifactClient:
             request = apb.DownloadFileRequest(artifact_id=artifact_id, name=name, offset=offset, chunk_size=CHUNK_BYTES)
             try:
                 with open(partial, "ab") as out:
-                    for chunk in self._stub.DownloadFile(request, timeout=self.timeout, metadata=self._metadata):
+                    for chunk in self._download_call(request, timeout=self.timeout, metadata=self._metadata):
                         if chunk.offset != out.tell():
                             raise ValueError(f"the store sent offset {chunk.offset} of {name}, expected {out.tell()}")
                         data = chunk.data
@@ -261,18 +271,20 @@ class ArtifactClient:
     def _upload_file(self, job_id: str, path: Path, sha256: str) -> None:
         file = apb.ArtifactFile(name=path.name, sha256=sha256, size=path.stat().st_size)
 
-        def requests(offset: int) -> Iterator[apb.UploadFileRequest]:
+        def requests(offset: int) -> Iterator[Any]:
+            from zoo_store import UploadData
+
             yield apb.UploadFileRequest(header=apb.UploadHeader(job_id=job_id, file=file, offset=offset))
             with open(path, "rb") as f:
                 f.seek(offset)
                 while block := f.read(CHUNK_BYTES):
-                    yield apb.UploadFileRequest(data=block)
+                    yield UploadData(block)
 
         def attempt() -> None:
             held = self._stub.GetUploadOffset(apb.UploadOffsetRequest(job_id=job_id, file=file),
                                               timeout=self.timeout, metadata=self._metadata).offset  # fmt: skip
             if held < file.size:
-                self._stub.UploadFile(requests(held), timeout=self.timeout, metadata=self._metadata)
+                self._upload_call(requests(held), timeout=self.timeout, metadata=self._metadata)
 
         self._retrying(f"upload of {path.name}", attempt)
 

@@ -1,4 +1,10 @@
 from ._artifact_service import ArtifactServicer as ArtifactServicer
+from ._artifact_service import add_artifact_service as add_artifact_service
+from ._artifact_wire import FileChunkData as FileChunkData
+from ._artifact_wire import UploadData as UploadData
+from ._artifact_wire import decode_file_chunk as decode_file_chunk
+from ._artifact_wire import encode_upload_request as encode_upload_request
+from ._artifact_wire import keep_freed_memory as keep_freed_memory
 from ._artifacts import ARTIFACT_FILES as ARTIFACT_FILES
 from ._artifacts import TRAINING_CHECKPOINT_FILE as TRAINING_CHECKPOINT_FILE
 from ._artifacts import ArtifactError as ArtifactError

@@ -16,6 +16,13 @@ import grpc
 from nasoa_api.v1 import artifact_pb2 as apb
 from nasoa_api.v1 import artifact_pb2_grpc
 from nasoa_contracts import abort_handler
+from zoo_store._artifact_wire import (
+    FileChunkData,
+    UploadData,
+    decode_upload_request,
+    encode_file_chunk,
+    keep_freed_memory,
+)
 from zoo_store._artifacts import (
     ArtifactError,
     ArtifactFile,
@@ -27,7 +34,13 @@ from zoo_store._artifacts import (
 )
 from zoo_store._service import bearer_matches
 
-__all__ = ["ARTIFACT_CHUNK_BYTES", "ArtifactServicer", "ArtifactTokenInterceptor", "record_to_pb"]
+__all__ = [
+    "ARTIFACT_CHUNK_BYTES",
+    "ArtifactServicer",
+    "ArtifactTokenInterceptor",
+    "add_artifact_service",
+    "record_to_pb",
+]
 
 # Measured on loopback (docs/BENCHMARKS.md): larger chunks cost fewer per-message overheads.
 ARTIFACT_CHUNK_BYTES = 4 << 20
@@ -79,6 +92,9 @@ def _file(msg: apb.ArtifactFile) -> ArtifactFile:
 
 
 class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
+    """Register it with :func:`add_artifact_service`: DownloadFile yields :class:`FileChunkData`,
+    which the generated registration's serializer does not take."""
+
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
 
@@ -106,11 +122,12 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first UploadFile message must be the header")
         header = first.header
 
-        def chunks() -> Iterator[bytes]:
+        def chunks() -> Iterator[memoryview | bytes]:
             for message in request_iterator:
-                if message.WhichOneof("part") != "data":
+                if isinstance(message, UploadData) or message.WhichOneof("part") == "data":
+                    yield message.data
+                else:
                     raise ArtifactError("only data chunks may follow the UploadFile header")
-                yield message.data
 
         stored = self._call(
             context, lambda: self.store.receive(header.job_id, _file(header.file), header.offset, chunks())
@@ -129,7 +146,9 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
         record = self._call(context, lambda: self.store.get(request.artifact_id, request.job_id))
         return record_to_pb(record)
 
-    def DownloadFile(self, request: apb.DownloadFileRequest, context: grpc.ServicerContext) -> Iterator[apb.FileChunk]:
+    def DownloadFile(
+        self, request: apb.DownloadFileRequest, context: grpc.ServicerContext
+    ) -> Iterator[FileChunkData]:
         path, file = self._call(context, lambda: self.store.open_file(request.artifact_id, request.name))
         if request.chunk_size < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk_size must be positive, got {request.chunk_size}")
@@ -149,11 +168,37 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
         with f:
             f.seek(offset)
             if offset == file.size:
-                yield apb.FileChunk(offset=offset, data=b"", total_size=file.size, sha256=file.sha256)
+                yield FileChunkData(offset, b"", file.size, file.sha256)
                 return
             while offset < file.size:
                 data = f.read(min(chunk_size, file.size - offset))
                 if not data:
                     context.abort(grpc.StatusCode.DATA_LOSS, f"{file.name} of artifact {request.artifact_id} shrank")
-                yield apb.FileChunk(offset=offset, data=data, total_size=file.size, sha256=file.sha256)
+                yield FileChunkData(offset, data, file.size, file.sha256)
                 offset += len(data)
+
+
+def add_artifact_service(servicer: ArtifactServicer, server: grpc.Server) -> None:
+    """Serve ``servicer`` on ``server``: the generated registration, with the data messages
+    (UploadFile's requests, DownloadFile's chunks) coded by :mod:`zoo_store._artifact_wire`,
+    and malloc told to keep the memory of those chunks for the next ones."""
+    keep_freed_memory()
+    handlers = {
+        "GetUploadOffset": grpc.unary_unary_rpc_method_handler(
+            servicer.GetUploadOffset, apb.UploadOffsetRequest.FromString, apb.UploadOffset.SerializeToString
+        ),
+        "UploadFile": grpc.stream_unary_rpc_method_handler(
+            servicer.UploadFile, decode_upload_request, apb.UploadedFile.SerializeToString
+        ),
+        "CommitArtifact": grpc.unary_unary_rpc_method_handler(
+            servicer.CommitArtifact, apb.CommitArtifactRequest.FromString, apb.Artifact.SerializeToString
+        ),
+        "GetArtifact": grpc.unary_unary_rpc_method_handler(
+            servicer.GetArtifact, apb.GetArtifactRequest.FromString, apb.Artifact.SerializeToString
+        ),
+        "DownloadFile": grpc.unary_stream_rpc_method_handler(
+            servicer.DownloadFile, apb.DownloadFileRequest.FromString, encode_file_chunk
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("nasoa.v1.ArtifactService", handlers),))
+    server.add_registered_method_handlers("nasoa.v1.ArtifactService", handlers)

@@ -52,7 +52,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from zoo_store._checkpoints import StreamingSha256, atomic_write_bytes, fsync_dir, validate_safetensors_header
+from zoo_store._checkpoints import (
+    StreamingSha256,
+    atomic_write_bytes,
+    fsync_dir,
+    start_writeback,
+    validate_safetensors_header,
+)
 
 ARTIFACT_FILES = ("model.safetensors", "manifest.json")
 TRAINING_CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -327,6 +333,7 @@ class ArtifactStore:
                             raise ArtifactError(f"{file.name} upload sent more than the {file.size} bytes announced")
                         digest.update(data)  # on its thread, while this one writes
                         out.write(data)
+                        start_writeback(out.fileno(), size - len(data), len(data))  # the fsync below waits less
                     out.flush()
                     os.fsync(out.fileno())
             except ArtifactError:

@@ -8,6 +8,8 @@ would import or call code, and are converted to safetensors on import.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -28,6 +30,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_chunks",
     "fsync_dir",
+    "start_writeback",
     "load_safetensors",
     "load_torch_weights",
     "save_safetensors",
@@ -165,6 +168,22 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@functools.cache
+def _sync_file_range() -> object:
+    try:
+        return ctypes.CDLL(None).sync_file_range
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing these bytes to disk now (Linux ``sync_file_range``), so that
+    the final fsync of a file written in chunks has little left to wait for; no-op elsewhere."""
+    sync_file_range = _sync_file_range()
+    if sync_file_range is not None:
+        sync_file_range(fd, ctypes.c_int64(offset), ctypes.c_int64(length), 2)  # type: ignore[operator]  # _WRITE
 
 
 def atomic_write_chunks(path: str | os.PathLike[str], chunks: Iterable[bytes]) -> tuple[str, int]:

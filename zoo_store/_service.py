@@ -278,10 +278,9 @@ def make_zoo_server(
     zoo_pb2_grpc.add_ZooServiceServicer_to_server(ZooServicer(store), server)
     services = ["", "nasoa.v1.ZooService"]
     if artifacts is not None:
-        from nasoa_api.v1 import artifact_pb2_grpc
-        from zoo_store._artifact_service import ArtifactServicer
+        from zoo_store._artifact_service import ArtifactServicer, add_artifact_service
 
-        artifact_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(artifacts), server)
+        add_artifact_service(ArtifactServicer(artifacts), server)
         services.append("nasoa.v1.ArtifactService")
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
