@@ -33,7 +33,10 @@ def _run_one_job(cluster: LocalCluster) -> None:
     assert done.result.accuracy > 20.0  # well above chance (10 classes) after real fine-tuning
     assert 0 < done.result.seconds <= task.budget_seconds + 2.0
     after_stats = client.get_stats()
-    runs = len(done.child_job_ids) or 1  # a staged plan records one observation per run
+    # A staged plan records one observation per run that ran: a probe still queued when the
+    # stage was decided is cancelled and records none.
+    children = [client.get_job(child) for child in done.child_job_ids]
+    runs = sum(child.state != JobState.CANCELLED for child in children) if children else 1
     assert after_stats.observations == before_stats.observations + runs
     after_plan = client.recommend(task, top_k=3)
     assert after_plan.prediction != before_plan.prediction
