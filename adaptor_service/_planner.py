@@ -12,7 +12,7 @@ import collections
 import math
 import threading
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -53,9 +53,7 @@ class Planner:
         self._features: _LRU[tuple[CandidateTable, FeatureRows]] = _LRU(
             feature_cache_size, max_bytes=feature_cache_bytes, weigh=_rows_bytes
         )
-        self._blocks: _LRU[CandidateBlock] = _LRU(8)  # per (space, models): what every task shares
-        self._run_rows: _LRU[dict[RunKey, list[int]]] = _LRU(8)  # per (space, models): rows of each run
-        self._run_index: _LRU[RunIndex] = _LRU(8)  # per (space, models): each row's run, for the shortlist
+        self._shared: _LRU[_SpaceParts] = _LRU(8)  # per (space, models): what every task shares
         self._encoded: _LRU[np.ndarray] = _LRU(8)  # per (space, models, ranker encoding): best-prior's vectors
         # Per (learner generation, task, models, top_k): a task planned again (Submit after its
         # Recommend) while nothing was learned gets the same plan without predicting again.
@@ -136,11 +134,21 @@ class Planner:
             return self.generator.choose(task, scored, self.time_margin, top_k or 5)
 
     def prepare(self) -> None:
-        """Build what every task of the candidate space shares (its feature block, its runs,
-        best-prior's encoding) by planning a task without meta-features, so that the first
-        requests after a start do not queue behind it."""
+        """Build what every task of the candidate space shares (its candidates, their feature
+        block, their runs), so that the first requests after a start do not queue behind it."""
         if self.candidate_space is not None:
-            self._recommend_from_space(TaskSpec("nasoa:prepare", 60.0), (), 5)
+            self._space_parts((), self.candidate_space.table(TaskSpec("nasoa:prepare", 60.0)))
+
+    def _space_parts(self, models: tuple[str, ...], candidates: CandidateTable) -> _SpaceParts:
+        """The parts every task of the space (limited to ``models``) shares, built once."""
+        key = (self.candidate_space, models)
+        parts = self._shared.get(key)
+        if parts is None:
+            templates = candidates.templates
+            parts = self._shared.put(
+                key, _SpaceParts(CandidateBlock(templates), RunIndex.of(templates), rows_by_run(templates))
+            )
+        return parts
 
     def _task_rows(self, task: TaskSpec, models: tuple[str, ...]) -> tuple[CandidateTable, FeatureRows]:
         """The task's candidates and their feature rows, cached: features do not depend on the budget."""
@@ -153,10 +161,7 @@ class Planner:
             if not len(candidates):
                 raise InvalidArgument("there is no candidate to choose from")
             # The candidates' own features are built once per space; a task adds its columns.
-            block = self._blocks.get((space, models))
-            if block is None:
-                block = self._blocks.put((space, models), CandidateBlock(candidates.templates))
-            rows = block.rows(task, candidates.priors, candidates)
+            rows = self._space_parts(models, candidates).block.rows(task, candidates.priors, candidates)
             rows.on_dicts = self._features.reweigh  # a batch model reads the matrix; others make dicts
             entry = self._features.put(key, (candidates, rows))
         return entry
@@ -165,6 +170,7 @@ class Planner:
         space = self.candidate_space
         assert space is not None
         candidates, rows = self._task_rows(task, models)
+        parts = self._space_parts(models, candidates)
         generator = self.generator
         with self.learner.lock:
             generation = self.learner.generation
@@ -172,18 +178,13 @@ class Planner:
             sec, sec_std = state.time.predict_arrays(rows)
             measured: Measured = []
             if state.known_runs.of_task(task):
-                rows_of = self._run_rows.get((space, models))
-                if rows_of is None:  # the same for every task of the space
-                    rows_of = self._run_rows.put((space, models), rows_by_run(candidates.templates))
-                measured = measured_runs(state, task, candidates, rows_of)
+                measured = measured_runs(state, task, candidates, parts.rows_of_run)
                 correct_seconds(measured, sec, sec_std)
             margin = self.time_margin
             # The shortlist hooks need candidates that differ in their keys (a grid may repeat a value).
             hooks = space.unique_keys
             need = generator.rows_to_score(task, sec, margin, top_k) if hooks else None
-            runs = self._run_index.get((space, models))
-            if runs is None:  # the same for every task of the space
-                runs = self._run_index.put((space, models), RunIndex.of(candidates.templates))
+            runs = parts.runs
             prior_rows = self._best_prior_rows(task, candidates.templates, margin, runs, (space, models))
             if prior_rows is not None:  # the hedge plans with best-prior: its rows, no shortlist
                 need, hooks = prior_rows, False
@@ -221,6 +222,14 @@ class Planner:
             # NaN: the generator sees every candidate, as it orders NaN its own way
         acc, acc_std = accuracy.predict_arrays(rows, same_task=True)
         return np.arange(len(rows)), acc, acc_std
+
+
+class _SpaceParts(NamedTuple):
+    """What every task of a candidate space shares."""
+
+    block: CandidateBlock  # the candidates' own features
+    runs: RunIndex  # each candidate's run, for the shortlist and best-prior
+    rows_of_run: dict[RunKey, list[int]]  # each run's candidates, for the measured runs
 
 
 class _LRU(Generic[T]):
