@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf import message_factory
 
 from nasoa_api.v1 import artifact_pb2 as apb
 from nasoa_api.v1 import artifact_pb2_grpc
@@ -179,26 +180,25 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
 
 
 def add_artifact_service(servicer: ArtifactServicer, server: grpc.Server) -> None:
-    """Serve ``servicer`` on ``server``: the generated registration, with the data messages
+    """Serve ``servicer`` on ``server``: the proto's methods, with the data messages
     (UploadFile's requests, DownloadFile's chunks) coded by :mod:`zoo_store._artifact_wire`,
     and malloc told to keep the memory of those chunks for the next ones."""
     keep_freed_memory()
-    handlers = {
-        "GetUploadOffset": grpc.unary_unary_rpc_method_handler(
-            servicer.GetUploadOffset, apb.UploadOffsetRequest.FromString, apb.UploadOffset.SerializeToString
-        ),
-        "UploadFile": grpc.stream_unary_rpc_method_handler(
-            servicer.UploadFile, decode_upload_request, apb.UploadedFile.SerializeToString
-        ),
-        "CommitArtifact": grpc.unary_unary_rpc_method_handler(
-            servicer.CommitArtifact, apb.CommitArtifactRequest.FromString, apb.Artifact.SerializeToString
-        ),
-        "GetArtifact": grpc.unary_unary_rpc_method_handler(
-            servicer.GetArtifact, apb.GetArtifactRequest.FromString, apb.Artifact.SerializeToString
-        ),
-        "DownloadFile": grpc.unary_stream_rpc_method_handler(
-            servicer.DownloadFile, apb.DownloadFileRequest.FromString, encode_file_chunk
-        ),
+    coded = {"UploadFile": (decode_upload_request, None), "DownloadFile": (None, encode_file_chunk)}
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("nasoa.v1.ArtifactService", handlers),))
-    server.add_registered_method_handlers("nasoa.v1.ArtifactService", handlers)
+    service = apb.DESCRIPTOR.services_by_name["ArtifactService"]
+    handlers = {}
+    for method in service.methods:  # the proto's, so a method added there is served as generated
+        decode, encode = coded.get(method.name, (None, None))
+        handlers[method.name] = kinds[(method.client_streaming, method.server_streaming)](
+            getattr(servicer, method.name),
+            decode or message_factory.GetMessageClass(method.input_type).FromString,
+            encode or message_factory.GetMessageClass(method.output_type).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
