@@ -124,6 +124,7 @@ _DISTANCE_BLOCK = 1 << 19
 
 # Per ranker: (the vectors scored last, the runs known then, their neighbours). A planner
 # scores the same encoded space for every task; between two learnt runs the answer is the same.
+# Kept beside the ranker, not on it: the ranker is pickled into snapshots, a weak reference not.
 _LAST_NEAREST: weakref.WeakKeyDictionary[BestPriorRanker, tuple[weakref.ref[np.ndarray], int, np.ndarray]] = (
     weakref.WeakKeyDictionary()
 )
