@@ -6,11 +6,16 @@ The contract (Optuna storage style):
   already recorded (before, or earlier in the same batch) is not stored again, and its
   position is ``None``; a batch is one transaction where the store has them;
 - stored objects are never modified by readers (they get copies).
+
+The SQL store keeps each object as its proto message's binary encoding, base64 text in a
+text column: coding it is about a hundred times cheaper than the proto's JSON, which rows
+written by earlier versions hold and which is still read.
 """
 
 from __future__ import annotations
 
 import abc
+import base64
 import sqlite3
 import threading
 import time
@@ -216,7 +221,7 @@ class SQLStore(JobStore):
         self._engine.dispose()
 
     def create_job(self, job: Job) -> tuple[Job, bool]:
-        body = convert.to_json(convert.job_to_pb(job))
+        body = _encode(convert.job_to_pb(job))
         try:
             with self._engine.begin() as conn:
                 conn.execute(
@@ -233,7 +238,7 @@ class SQLStore(JobStore):
             row = conn.execute(sa.select(_jobs.c.body).where(_jobs.c.job_id == job_id)).first()
         if row is None:
             raise NotFound(f"no job with id {job_id!r}")
-        return convert.job_from_pb(convert.from_json(row[0], pb.Job))  # type: ignore[arg-type]
+        return convert.job_from_pb(_decode(row[0], pb.Job))  # type: ignore[arg-type]
 
     def list_jobs(self, limit: int = 100, state: JobState | None = None) -> list[Job]:
         query = sa.select(_jobs.c.body).order_by(_jobs.c.created_at.desc()).limit(limit)
@@ -241,10 +246,10 @@ class SQLStore(JobStore):
             query = query.where(_jobs.c.state == state.value)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [convert.job_from_pb(convert.from_json(r[0], pb.Job)) for r in rows]  # type: ignore[arg-type]
+        return [convert.job_from_pb(_decode(r[0], pb.Job)) for r in rows]  # type: ignore[arg-type]
 
     def update_job(self, job: Job) -> None:
-        body = convert.to_json(convert.job_to_pb(job))
+        body = _encode(convert.job_to_pb(job))
         with self._engine.begin() as conn:
             updated = conn.execute(
                 _jobs.update().where(_jobs.c.job_id == job.job_id).values(state=job.state.value, body=body)
@@ -264,7 +269,7 @@ class SQLStore(JobStore):
                         _events.insert().values(
                             job_id=stored.job_id,
                             seq=stored.seq,
-                            body=convert.to_json(convert.event_to_pb(stored)),
+                            body=_encode(convert.event_to_pb(stored)),
                         )
                     )
                     return stored
@@ -281,13 +286,13 @@ class SQLStore(JobStore):
         )
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [convert.event_from_pb(convert.from_json(r[0], pb.JobEvent)) for r in rows]  # type: ignore[arg-type]
+        return [convert.event_from_pb(_decode(r[0], pb.JobEvent)) for r in rows]  # type: ignore[arg-type]
 
     def record_observations(self, observations: Sequence[Observation]) -> list[int | None]:
         # One transaction for the batch: with SQLite, each commit rewrites the table's last
         # pages into the write-ahead log, so one commit per result multiplies the I/O.
         rows = [
-            {"job_id": obs.job_id, "recorded_at": time.time(), "body": convert.to_json(convert.observation_to_pb(obs))}
+            {"job_id": obs.job_id, "recorded_at": time.time(), "body": _encode(convert.observation_to_pb(obs))}
             for obs in observations
         ]
         with self._engine.begin() as conn:
@@ -303,7 +308,7 @@ class SQLStore(JobStore):
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         for seq, body in rows:
-            yield int(seq), convert.observation_from_pb(convert.from_json(body, pb.ObserveRequest))  # type: ignore[arg-type]
+            yield int(seq), convert.observation_from_pb(_decode(body, pb.ObserveRequest))  # type: ignore[arg-type]
 
     def count_observations(self) -> int:
         with self._engine.connect() as conn:
@@ -313,6 +318,16 @@ class SQLStore(JobStore):
         query = sa.select(_jobs.c.state, sa.func.count()).group_by(_jobs.c.state)
         with self._engine.connect() as conn:
             return {state: int(n) for state, n in conn.execute(query).all()}
+
+
+def _encode(message: object) -> str:
+    return base64.b64encode(message.SerializeToString()).decode("ascii")  # type: ignore[attr-defined]
+
+
+def _decode(body: str, message_type: type) -> object:
+    if body.startswith("{"):  # proto JSON, as earlier versions wrote it (base64 never starts with "{")
+        return convert.from_json(body, message_type)
+    return message_type.FromString(base64.b64decode(body))
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -106,3 +107,35 @@ def test_a_batch_of_observations_is_recorded_in_order_without_duplicates(store):
     assert positions[0] is not None and positions[2] is not None and positions[0] < positions[2]
     assert [o.job_id for _, o in store.observations_after(0)] == ["known", "a", "b"]
     assert store.record_observations([]) == []
+
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_rows_written_as_proto_json_by_earlier_versions_are_still_read(kind, tmp_path, request):
+    import sqlalchemy as sa
+
+    from nasoa_contracts import convert
+
+    url = f"sqlite:///{tmp_path / 'old.db'}" if kind == "sqlite" else request.getfixturevalue("postgres_store_url")
+    store = open_store(url)
+    job, event, obs = _job("old-job"), JobEvent("old-job", 1, "state", JobState.QUEUED, "queued"), _obs("old-job")
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:  # rows as an earlier version wrote them: the proto's JSON
+            conn.execute(sa.text("INSERT INTO nasoa_jobs VALUES ('old-job', 'QUEUED', 1.0, :body)"),
+                         {"body": convert.to_json(convert.job_to_pb(job))})
+            conn.execute(sa.text("INSERT INTO nasoa_job_events VALUES ('old-job', 1, :body)"),
+                         {"body": convert.to_json(convert.event_to_pb(event))})
+            conn.execute(sa.text("INSERT INTO nasoa_observations (job_id, recorded_at, body) VALUES ('old-job', 1.0, :b)"),
+                         {"b": convert.to_json(convert.observation_to_pb(obs))})
+        assert store.get_job("old-job") == job
+        assert store.events_after("old-job", 0) == [event]
+        assert list(store.observations_after(0)) == [(1, obs)]
+        store.update_job(replace(job, state=JobState.RUNNING))  # rewritten in today's encoding
+        with engine.connect() as conn:
+            body = conn.execute(sa.text("SELECT body FROM nasoa_jobs")).scalar()
+        assert not body.startswith("{") and store.get_job("old-job") == replace(job, state=JobState.RUNNING)
+        assert store.record_observations([obs]) == [None]  # the old row still makes Observe idempotent
+    finally:
+        engine.dispose()
+        store.close()
