@@ -54,7 +54,8 @@ class Planner:
             feature_cache_size, max_bytes=feature_cache_bytes, weigh=_rows_bytes
         )
         self._shared: _LRU[_SpaceParts] = _LRU(8)  # per (space, models): what every task shares
-        self._encoded: _LRU[np.ndarray] = _LRU(8)  # per (space, models, ranker encoding): best-prior's vectors
+        # per (space, models, ranker encoding): best-prior's configurations of the runs and their vectors
+        self._encoded: _LRU[tuple[list, np.ndarray]] = _LRU(8)
         # Per (learner generation, task, models, top_k): a task planned again (Submit after its
         # Recommend) while nothing was learned gets the same plan without predicting again.
         self._plans: _LRU[Plan] = _LRU(plan_cache_size)
@@ -92,12 +93,14 @@ class Planner:
             return None
         if runs is None:
             return hedge.best_prior_configs([(c.model, c.hparams) for c in candidates], task.budget_seconds)
-        heads = runs.first_rows()
-        configs = [(candidates[i].model, candidates[i].hparams) for i in heads.tolist()]
         cache_key = (key, hedge.ranker.space)  # a new encoding (a run outside the old one) is a new key
-        vectors = self._encoded.get(cache_key)
-        if vectors is None and hedge.ranker.space is not None:
-            vectors = self._encoded.put(cache_key, hedge.ranker.encode(configs))
+        encoded = self._encoded.get(cache_key)
+        if encoded is None:
+            configs = [(candidates[i].model, candidates[i].hparams) for i in runs.first_rows().tolist()]
+            encoded = (configs, None if hedge.ranker.space is None else hedge.ranker.encode(configs))
+            if encoded[1] is not None:
+                self._encoded.put(cache_key, encoded)
+        configs, vectors = encoded
         best_runs = hedge.best_prior_configs(configs, task.budget_seconds, vectors)
         return np.flatnonzero(np.isin(runs.run, best_runs))  # run r's first row is heads[r]
 
@@ -190,8 +193,9 @@ class Planner:
                 need, hooks = prior_rows, False
             need, acc, acc_std = self._accuracy_of(task, candidates, rows, need)
             if measured:  # positions in the rows predicted
-                position = {int(row): i for i, row in enumerate(need)}
-                measured = [(position[i], c, curve) for i, c, curve in measured if i in position]
+                position = np.full(len(candidates), -1)
+                position[need] = np.arange(len(need))
+                measured = [(int(position[i]), c, curve) for i, c, curve in measured if position[i] >= 0]
                 correct_accuracy(measured, acc, acc_std, accuracy_at(state, task))
             picked = None
             if hooks:
