@@ -40,6 +40,7 @@ class _Tally:
     latencies_ms: dict[str, list[float]] = field(default_factory=lambda: {"Recommend": [], "Submit": []})
     errors: list[str] = field(default_factory=list)
     submitted: list[str] = field(default_factory=list)
+    timeline: list[tuple[float, str, float]] = field(default_factory=list)  # (start, call, ms)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -94,11 +95,13 @@ def run_load_benchmark(
     seconds: float = 60.0,
     progress: Callable[[str], None] = print,
     experience: str | None = None,
+    timeline: Path | None = None,
 ) -> LoadResult:
     """Run the load for ``seconds`` against a fresh adaptor process and check its counts.
 
     ``experience``: an experience table the adaptor warm-starts from (``NASOA_WARM_START``),
-    as a deployment does; ``None`` starts it empty.
+    as a deployment does; ``None`` starts it empty. ``timeline``: a CSV file to write every
+    Recommend and Submit to (seconds from the start, call, latency in ms).
     """
     import psutil
 
@@ -147,6 +150,7 @@ def run_load_benchmark(
                             elapsed = (time.perf_counter() - start) * 1000
                             with tally.lock:
                                 tally.latencies_ms[name].append(elapsed)
+                                tally.timeline.append((start, name, elapsed))
                                 if name == "Submit":
                                     tally.submitted.append(reply.job_id)
                             if name == "Submit":
@@ -204,6 +208,9 @@ def run_load_benchmark(
             adaptor.wait(60)
             zoo.stop(0).wait()
     recommend, submit = tally.latencies_ms["Recommend"], tally.latencies_ms["Submit"]
+    if timeline is not None:
+        rows = [f"{start - began:.3f},{name},{ms:.1f}" for start, name, ms in sorted(tally.timeline)]
+        Path(timeline).write_text("\n".join(["seconds,call,latency_ms", *rows]) + "\n")
     return LoadResult(
         clients=clients,
         streams=streams,

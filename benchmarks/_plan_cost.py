@@ -9,6 +9,8 @@ Usage:
     OMP_NUM_THREADS=1 python -m benchmarks._plan_cost            # CPU figures (JSON)
     OMP_NUM_THREADS=1 python -m benchmarks._plan_cost --plans F  # write 256 plans to F
     OMP_NUM_THREADS=1 python -m benchmarks._plan_cost --profile  # cProfile of the Recommends
+    OMP_NUM_THREADS=1 python -m benchmarks._plan_cost --refits   # CPU of the 32 tasks planned
+        # again: with the same trees, then after the batch models refit
 
 Two checkouts' ``--plans`` files compare with ``cmp``: a change that must keep every plan
 writes the same file.
@@ -41,10 +43,25 @@ def _cpu_ms(call) -> float:  # type: ignore[no-untyped-def]
     return (time.process_time() - start) * 1000
 
 
+def _after_refits(adaptor, tasks) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """CPU ms (sum and p50 over the tasks) of one Recommend per task planned again: first with
+    the same trees (a budget one second longer: a new plan, the trees' predictions kept), then
+    after both batch models refit on the same data (``Learner.refit``: new trees)."""
+    figures = {}
+    for label, change in (("same_trees", lambda: None), ("after_refit", adaptor.learner.refit)):
+        change()
+        ms = [_cpu_ms(lambda t=t: adaptor.recommend(replace(t, budget_seconds=t.budget_seconds + 1))) for t in tasks]
+        figures[f"{label}_sum_ms"] = round(sum(ms), 1)
+        figures[f"{label}_p50_ms"] = round(statistics.median(ms), 1)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plans", type=Path, help="write the plans of the 32 tasks x 8 budgets to this file")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one Recommend per task")
+    parser.add_argument("--refits", action="store_true",
+                        help="CPU of the 32 tasks planned again: same trees, then after a refit")
     args = parser.parse_args()
     zoo, port = make_zoo_server(DEFAULT_ZOO_DIR, "127.0.0.1:0")
     zoo.start()
@@ -62,6 +79,8 @@ def main() -> None:
                 plans = [adaptor.recommend(replace(t, budget_seconds=float(b))) for t in tasks for b in BUDGETS]
                 args.plans.write_text("\n".join(map(repr, plans)) + "\n")
                 print(f"{len(plans)} plans written to {args.plans}")
+            elif args.refits:
+                print(json.dumps(_after_refits(adaptor, tasks)))
             elif args.profile:
                 profile = cProfile.Profile()
                 profile.enable()

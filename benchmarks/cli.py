@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from clients.demo import EXPERIENCE
 
@@ -134,7 +135,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     log = (lambda _m: None) if args.json else print
     result = run_load_benchmark(clients=args.clients, streams=args.streams, seconds=args.seconds, progress=log,
-                                experience=args.experience or None)
+                                experience=args.experience or None, timeline=args.timeline)
     print(json.dumps(result.as_dict(), indent=2) if args.json else format_load(result))
     return 0 if result.errors == 0 and result.counts_match else 1
 
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--experience", default=str(EXPERIENCE),
                    help="experience table the adaptor warm-starts from ('' for none; default: the shipped one)")
+    p.add_argument("--timeline", type=Path, help="write every Recommend and Submit to this CSV (start s, call, ms)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_load)
 
