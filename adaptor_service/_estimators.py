@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -17,10 +18,14 @@ from adaptor_service._fast_trees import (
     _one_thread,
     _predict_fixing_constants,
     _walk,
+    fitting_outside_lock,
 )
 from adaptor_service._features import FeatureIndex, FeatureRows, Features
 
 __all__ = ["BatchRefitRegressor"]
+
+_Trees = tuple[float, list[tuple[list, ...]]]  # one fitted member as plain lists (_fast_trees._flat_trees)
+
 
 class BatchRefitRegressor(base.Regressor):
     """River-shaped gradient boosting: learns one sample at a time, refits in batches.
@@ -91,7 +96,7 @@ class BatchRefitRegressor(base.Regressor):
         self._n_fits = 0
         self._residual = stats.Var()
         self._scored = 0  # samples [0, _scored) are counted in _residual
-        self._trees: list[tuple[float, list[tuple[list, ...]]]] = []
+        self._trees: list[_Trees] = []
         self._target_source: Callable[[], Sequence[float]] | None = None
 
     def progressive_residual(self) -> stats.Var:
@@ -160,17 +165,33 @@ class BatchRefitRegressor(base.Regressor):
 
     def _refit(self) -> None:
         # Columns sorted by name: the fit must not depend on the order keys first arrived in
-        # (gradient boosting breaks ties between equal splits by column position).
-        self._index.sort()
-        X = self._index.matrix(self._xs)
+        # (gradient boosting breaks ties between equal splits by column position). Sorted in a
+        # copy: until the swap, readers predict with the old fit in its own column order.
+        index = copy.deepcopy(self._index)
+        index.sort()
+        X = index.matrix(self._xs)
         source = self._target_source
         y = np.asarray(source() if source is not None else self._ys, dtype=float)[-len(self._ys) :]
-        members = _fit_outside_lock(lambda: self._fit_members(X, y))
+        # Off the readers' lock (the background learner), the rows they predicted with the old
+        # fit are predicted with the new one before the swap: otherwise the first plan of each
+        # task after a refit predicts all its candidates while the others wait.
+        ahead = list(_PREDICTED_ROWS.get(self, ())) if fitting_outside_lock() else []
+
+        def fit() -> tuple[list[object], list[_Trees], list[np.ndarray]]:
+            members = self._fit_members(X, y)
+            trees = [_flat_trees(m) for m in members]
+            width = X.shape[1]
+            return members, trees, [_predict_with(members, trees, r.matrix_for(index.columns, width)) for r in ahead]
+
+        members, trees, predicted = _fit_outside_lock(fit)
         # Swapped in at once: a reader sees the old fit or the new one, never a mix.
-        self._members = members  # type: ignore[assignment]
+        self._index, self._members, self._trees = index, members, trees
         self._columns_fitted = X.shape[1]
         self._n_fits += 1
-        self._trees = [_flat_trees(m) for m in self._members]
+        _PREDICTED_ROWS[self] = weakref.WeakSet()
+        for rows, preds in zip(ahead, predicted, strict=True):
+            preds.flags.writeable = False
+            rows.memo[id(self)] = (weakref.ref(self), self._n_fits, preds)
 
     def _fit_members(self, X: np.ndarray, y: np.ndarray) -> list[object]:
         """The members fit on ``X, y``: reads nothing that learn_one changes."""
@@ -208,6 +229,7 @@ class BatchRefitRegressor(base.Regressor):
 
     def _predict_rows(self, rows: FeatureRows) -> np.ndarray:
         # Remembered per fit: the same rows give the same predictions until the next refit.
+        _PREDICTED_ROWS.setdefault(self, weakref.WeakSet()).add(rows)
         found = rows.memo.get(id(self))
         if found is not None and found[0]() is self and found[1] == self._n_fits:
             return found[2]  # type: ignore[return-value]
@@ -217,13 +239,7 @@ class BatchRefitRegressor(base.Regressor):
         return preds
 
     def _predict_members(self, X: np.ndarray) -> np.ndarray:
-        if len(X) <= _SMALL_BATCH and self._trees:
-            # A few rows: walking the trees in Python is ~10x faster than scikit-learn's
-            # per-tree calls, and gives the very same sums (same order of additions).
-            return np.array([[_walk(trees, row) for row in X.tolist()] for trees in self._trees])
-        predict = _predict_fixing_constants if len(X) >= _SPECIALIZE_ROWS else (lambda m, X: m.predict(X))
-        with _one_thread():  # type: ignore[attr-defined]
-            return np.stack([predict(m, X) for m in self._members])  # type: ignore[attr-defined]
+        return _predict_with(self._members, self._trees, X)
 
     def predict_mean_std(self, xs: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         preds = self.predict_matrix(xs)
@@ -232,6 +248,23 @@ class BatchRefitRegressor(base.Regressor):
 
     def predict_one(self, x: Mapping[str, float]) -> float:
         return float(self.predict_matrix([x]).mean())
+
+
+# Per model: the rows read since its last fit (a model's next refit predicts them ahead).
+_PREDICTED_ROWS: weakref.WeakKeyDictionary[BatchRefitRegressor, weakref.WeakSet[FeatureRows]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _predict_with(members: Sequence[object], trees: Sequence[_Trees], X: np.ndarray) -> np.ndarray:
+    """Predictions of every member, shape (members, len(X))."""
+    if len(X) <= _SMALL_BATCH and trees:
+        # A few rows: walking the trees in Python is ~10x faster than scikit-learn's
+        # per-tree calls, and gives the very same sums (same order of additions).
+        return np.array([[_walk(t, row) for row in X.tolist()] for t in trees])
+    predict = _predict_fixing_constants if len(X) >= _SPECIALIZE_ROWS else (lambda m, X: m.predict(X))
+    with _one_thread():  # type: ignore[attr-defined]
+        return np.stack([predict(m, X) for m in members])  # type: ignore[attr-defined]
 
 
 def _members(model: base.Regressor) -> list[base.Regressor] | None:

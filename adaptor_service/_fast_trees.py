@@ -36,6 +36,11 @@ def fits_outside(lock: object) -> Iterator[None]:
         _OUTSIDE.lock = None
 
 
+def fitting_outside_lock() -> bool:
+    """Whether this thread's fits release a lock that readers wait for (the background learner)."""
+    return getattr(_OUTSIDE, "lock", None) is not None
+
+
 def _fit_outside_lock(fit: Callable[[], object]) -> object:
     lock = getattr(_OUTSIDE, "lock", None)
     if lock is None:

@@ -305,3 +305,33 @@ def test_prepare_builds_what_every_task_shares_before_the_first_request(space, m
     plan = adaptor.recommend(_task(80))
     assert not built, "the first request found the space's block and runs built"
     assert plan == _plain_plan(adaptor, OneShotGenerator(), _task(80))
+
+
+def test_a_background_refit_predicts_the_cached_tasks_before_the_swap(space, monkeypatch):
+    observations = _observations(space, 0, 80)
+    inline = Adaptor.in_memory(candidate_space=space)
+    background = Adaptor.in_memory(candidate_space=space, learn_in_background=True, learn_pause_seconds=30)
+    tasks = [_task(40 + i) for i in range(3)]  # no measured runs: plans from the models alone
+    for adaptor in (inline, background):
+        adaptor.warm_start(observations[:40])  # past the starter model: the batch models read rows
+        for task in tasks:
+            adaptor.recommend(task)
+    model = background.state.time._model
+    fits = model._n_fits
+    stream = iter(observations[40:])
+    while model._n_fits == fits:  # until the time model is refit once (its rows were read before)
+        obs = next(stream)
+        inline.observe(obs)
+        background.observe(obs)
+        assert background.flush(timeout=120)
+    predicted_by_readers: list[BatchRefitRegressor] = []
+    predict = BatchRefitRegressor._predict_members
+
+    def counted(self: BatchRefitRegressor, X: np.ndarray) -> np.ndarray:
+        predicted_by_readers.append(self)
+        return predict(self, X)
+
+    monkeypatch.setattr(BatchRefitRegressor, "_predict_members", counted)
+    for task in tasks:
+        assert background.recommend(task) == inline.recommend(task)
+    assert not any(m is model for m in predicted_by_readers), "the new fit predicted the cached rows before the swap"
