@@ -250,7 +250,8 @@ class BatchRefitRegressor(base.Regressor):
         return float(self.predict_matrix([x]).mean())
 
 
-# Per model: the rows read since its last fit (a model's next refit predicts them ahead).
+# Per model: the rows read since its last fit, which its next refit predicts ahead. Kept beside
+# the models, weakly, because the models are pickled into the snapshots and the rows are not.
 _PREDICTED_ROWS: weakref.WeakKeyDictionary[BatchRefitRegressor, weakref.WeakSet[FeatureRows]] = (
     weakref.WeakKeyDictionary()
 )
