@@ -102,7 +102,7 @@ class Planner:
                 self._encoded.put(cache_key, encoded)
         configs, vectors = encoded
         best_runs = hedge.best_prior_configs(configs, task.budget_seconds, vectors)
-        return np.flatnonzero(np.isin(runs.run, best_runs))  # run r's first row is heads[r]
+        return np.flatnonzero(np.isin(runs.run, best_runs))  # every row of the chosen runs (configs[r] is run r)
 
     def recommend(
         self,
