@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["NOT_QUEUED", "DispatchError", "Dispatcher", "JobLifecycle", "check_job_id"]
 
+# How long a watch of a finished job waits for its finishing event (written just after the state).
+_FINAL_EVENT_WAIT_SECONDS = 2.0
+
 # The message of a QUEUED job whose task is not on the broker yet: Submit with its id, or the
 # reconciler, queues it again.
 NOT_QUEUED = "not queued yet"
@@ -211,14 +214,20 @@ class JobLifecycle:
         """Yield the job's events after ``after_seq`` until it finishes (or ``alive()`` is False)."""
         self.get_job(job_id)
         seq = after_seq
+        final_seen = False
+        finished_at: float | None = None
         while True:
             events = self.store.events_after(job_id, seq)
             for event in events:
                 seq = event.seq
+                final_seen = final_seen or event.state.finished
                 yield event
-            # One more read when finished: the finishing event may have landed after the last one.
-            if not events and self.store.get_job(job_id).state.finished and not self.store.events_after(job_id, seq):
-                return
+            if not events and self.store.get_job(job_id).state.finished:
+                # The finishing event is written just after the state: wait for it, briefly (a
+                # watch that starts after it, or a crash between the two, ends all the same).
+                finished_at = finished_at or time.monotonic()
+                if final_seen or time.monotonic() - finished_at > _FINAL_EVENT_WAIT_SECONDS:
+                    return
             if alive is not None and not alive():
                 return
             with self._changed:
@@ -237,10 +246,12 @@ class JobLifecycle:
         return self.set_state_if(job_id, job.state, JobState.RUNNING, message) or self.store.get_job(job_id)
 
     def job_progress(self, job_id: str, point: CurvePoint) -> None:
-        job = self.get_job(job_id)
-        if job.state.finished:
-            return
-        self.event(job, "progress", f"epoch {point.epoch}", point)
+        check_job_id(job_id)
+        with self._lock:  # checked and written under the lock that finishes jobs: no progress after the end
+            job = self.store.get_job(job_id)
+            if job.state.finished:
+                return
+            self.event(job, "progress", f"epoch {point.epoch}", point)
         if job.parent_job_id and self.schedules is not None:
             self.schedules.child_progress(job, point)
 

@@ -184,16 +184,17 @@ class Schedules:
     # ---- progress ------------------------------------------------------------------------
     def child_progress(self, child: Job, point: CurvePoint) -> None:
         """Forward a child's epoch to its parent's event stream."""
-        try:
-            parent = self.jobs.store.get_job(child.parent_job_id)
-        except NotFound:
-            return
-        if parent.state.finished:
-            return
-        runs = len(parent.plan.stages[child.stage].runs) if child.stage < len(parent.plan.stages) else 1
-        run = child.job_id.rsplit("r", 1)[-1]
-        position = f", run {int(run) + 1}/{runs}" if run.isdigit() and runs > 1 else ""
-        self.jobs.event(parent, "progress", f"stage {child.stage + 1}{position}: epoch {point.epoch}", point)
+        with self.jobs.lock:  # as in JobLifecycle.job_progress: no progress after the parent's result
+            try:
+                parent = self.jobs.store.get_job(child.parent_job_id)
+            except NotFound:
+                return
+            if parent.state.finished:
+                return
+            runs = len(parent.plan.stages[child.stage].runs) if child.stage < len(parent.plan.stages) else 1
+            run = child.job_id.rsplit("r", 1)[-1]
+            position = f", run {int(run) + 1}/{runs}" if run.isdigit() and runs > 1 else ""
+            self.jobs.event(parent, "progress", f"stage {child.stage + 1}{position}: epoch {point.epoch}", point)
         self._streamed.add(child.job_id, point)
         if child.stage == parent.stage and child.stage + 1 < len(parent.plan.stages):
             self.resume(parent)  # its curve so far may decide the stage early

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -80,6 +82,26 @@ def test_observe_learns_once_and_finishes_the_job(tiny_space, digits_task):
     kinds = [e.kind for e in adaptor.watch_job(job.job_id)]
     assert kinds[-1] == "result"
     assert adaptor.stats().observations == 1
+
+
+def test_a_watch_ends_with_the_finishing_event_and_no_progress_follows_it(tiny_space, digits_task):
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    job = adaptor.submit(digits_task)
+    adaptor.job_progress(job.job_id, CurvePoint(1, 40.0, 1.0))
+    # A finish writes the state, then its event: a watch in between must wait for the event.
+    done = replace(adaptor.get_job(job.job_id), state=JobState.DONE, result=_result(adaptor, job, 90.0, 12.0))
+    adaptor.jobs.store.update_job(done)
+    kinds: list[str] = []
+    watcher = threading.Thread(target=lambda: kinds.extend(e.kind for e in adaptor.watch_job(job.job_id)))
+    watcher.start()
+    time.sleep(0.5)
+    assert watcher.is_alive(), "the watch ended before the job's finishing event"
+    adaptor.job_progress(job.job_id, CurvePoint(2, 60.0, 2.0))  # a late epoch of the finished job
+    adaptor.jobs.event(done, "result", "done", CurvePoint(3, 90.0, 12.0))
+    watcher.join(10)
+    assert kinds[-1] == "result" and kinds.count("progress") == 1
+    # A watch that starts after the end, past its last event, ends too.
+    assert list(adaptor.watch_job(job.job_id, after_seq=10_000)) == []
 
 
 def test_cancel(tiny_space, digits_task):
