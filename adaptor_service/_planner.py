@@ -154,10 +154,14 @@ class Planner:
         return parts
 
     def _task_rows(self, task: TaskSpec, models: tuple[str, ...]) -> tuple[CandidateTable, FeatureRows]:
-        """The task's candidates and their feature rows, cached: features do not depend on the budget."""
+        """The task's candidates and their feature rows, cached.
+
+        They depend on the task only through its device class and meta-features (not its
+        budget, dataset or id): tasks alike share them, and the predictions they remember.
+        """
         space = self.candidate_space
         assert space is not None
-        key = (space, models, task.dataset_uri, task.task_id, task.device_class, tuple(task.meta_features.items()))
+        key = (space, models, task.device_class, tuple(task.meta_features.items()))
         entry = self._features.get(key)
         if entry is None:
             candidates = space.table(task, models)
