@@ -117,8 +117,9 @@ class Planner:
             if self.candidate_space is None:
                 raise InvalidArgument("no candidates given and the adaptor has no candidate space")
             key = (task, tuple(models), top_k or 5)
-            with self.learner.lock:
-                plan = self._plans.get((self.learner.generation, *key))
+            # Without the state lock: plans are cached only under a settled (even) generation,
+            # so a plan found under the generation read now was made from the state as it is.
+            plan = self._plans.get((self.learner.generation, *key))
             return plan or self._recommend_from_space(*key)
         if models:
             known = {c.model for c in candidates}
