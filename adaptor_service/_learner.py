@@ -30,6 +30,7 @@ from adaptor_service._known_runs import (
     correct_seconds,
     measured_curve,
 )
+from adaptor_service._locks import FairRLock
 from adaptor_service._predictors import (
     AccuracyPredictor,
     CandidateBlock,
@@ -169,7 +170,7 @@ class Learner:
     ) -> None:
         self.state = state
         self.snapshots = snapshots
-        self.lock = threading.RLock()
+        self.lock = FairRLock()  # first come, first served: no request waits behind others many times
         self.learning = threading.RLock()
         self._backlog = _Backlog(max_backlog, pause_seconds) if background else None
         self.generation = 0

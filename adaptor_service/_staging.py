@@ -33,6 +33,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from adaptor_service._continuing import decide_continuing
+from adaptor_service._locks import FairRLock
 from nasoa_contracts import (
     Candidate,
     CurvePoint,
@@ -94,11 +95,11 @@ class Schedules:
     """
 
     def __init__(
-        self, jobs: JobLifecycle, repredict: Repredict, lock: threading.RLock | None = None, confidence: float = 1.0
+        self, jobs: JobLifecycle, repredict: Repredict, lock: FairRLock | None = None, confidence: float = 1.0
     ) -> None:
         self.jobs = jobs
         self.repredict = repredict
-        self.lock = lock or threading.RLock()
+        self.lock = lock or FairRLock()
         self.confidence = confidence
         self._streamed = _StreamedCurves(MAX_STREAMED_CHILDREN)
         self._local = threading.local()  # the parents this thread is deciding
