@@ -176,12 +176,16 @@ class BatchRefitRegressor(base.Regressor):
         # fit are predicted with the new one before the swap: otherwise the first plan of each
         # task after a refit predicts all its candidates while the others wait.
         ahead = list(_PREDICTED_ROWS.get(self, ())) if fitting_outside_lock() else []
+        ahead_known = [self._known_rows(r) for r in ahead]  # only the rows asked for, of those asked for in part
 
         def fit() -> tuple[list[object], list[_Trees], list[np.ndarray]]:
             members = self._fit_members(X, y)
             trees = [_flat_trees(m) for m in members]
             width = X.shape[1]
-            return members, trees, [_predict_with(members, trees, r.matrix_for(index.columns, width)) for r in ahead]
+            return members, trees, [
+                _predict_with(members, trees, r.matrix_for(index.columns, width, None if k is None else np.flatnonzero(k)))
+                for r, k in zip(ahead, ahead_known, strict=True)
+            ]
 
         members, trees, predicted = _fit_outside_lock(fit)
         # Swapped in at once: a reader sees the old fit or the new one, never a mix.
@@ -189,9 +193,14 @@ class BatchRefitRegressor(base.Regressor):
         self._columns_fitted = X.shape[1]
         self._n_fits += 1
         _PREDICTED_ROWS[self] = weakref.WeakSet()
-        for rows, preds in zip(ahead, predicted, strict=True):
-            preds.flags.writeable = False
-            rows.memo[id(self)] = (weakref.ref(self), self._n_fits, preds)
+        for rows, known, preds in zip(ahead, ahead_known, predicted, strict=True):
+            if known is not None:
+                part, preds = preds, np.full((len(preds), len(rows)), np.nan)
+                preds[:, known] = part
+                known = known.copy()
+            else:
+                preds.flags.writeable = False
+            rows.memo[id(self)] = (weakref.ref(self), self._n_fits, preds, known)
 
     def _fit_members(self, X: np.ndarray, y: np.ndarray) -> list[object]:
         """The members fit on ``X, y``: reads nothing that learn_one changes."""
@@ -228,15 +237,44 @@ class BatchRefitRegressor(base.Regressor):
         return self._predict_members(self._index.matrix(xs)[:, : self._columns_fitted])
 
     def _predict_rows(self, rows: FeatureRows) -> np.ndarray:
-        # Remembered per fit: the same rows give the same predictions until the next refit.
-        _PREDICTED_ROWS.setdefault(self, weakref.WeakSet()).add(rows)
+        """Remembered per fit: the same rows give the same predictions until the next refit.
+
+        Rows taken from others (``FeatureRows.take``: a request's shortlist) are remembered
+        in those others, row by row: each row's prediction does not depend on its batch.
+        """
+        whole, index = (rows, None) if rows.parent is None else (rows.parent, rows.index)
+        _PREDICTED_ROWS.setdefault(self, weakref.WeakSet()).add(whole)
+        found = whole.memo.get(id(self))
+        if found is None or found[0]() is not self or found[1] != self._n_fits:
+            found = None
+        elif found[3] is None:  # every row predicted
+            return found[2] if index is None else found[2][:, index]  # type: ignore[index, return-value]
+        columns, width = self._index.columns, self._columns_fitted
+        if index is None:
+            preds = self._predict_members(whole.matrix_for(columns, width))
+            preds.flags.writeable = False
+            whole.memo[id(self)] = (weakref.ref(self), self._n_fits, preds, None)
+            return preds
+        if found is None:
+            found = (weakref.ref(self), self._n_fits, np.full((self._n_members(), len(whole)), np.nan),
+                     np.zeros(len(whole), dtype=bool))
+            whole.memo[id(self)] = found
+        preds, known = found[2], found[3]
+        missing = np.unique(index[~known[index]])  # type: ignore[index]
+        if len(missing):
+            preds[:, missing] = self._predict_members(whole.matrix_for(columns, width, missing))  # type: ignore[index]
+            known[missing] = True  # type: ignore[index]
+        return preds[:, index]  # type: ignore[index]
+
+    def _known_rows(self, rows: FeatureRows) -> np.ndarray | None:
+        """The rows of ``rows`` predicted with the current fit when only some were; None: all (or none)."""
         found = rows.memo.get(id(self))
-        if found is not None and found[0]() is self and found[1] == self._n_fits:
-            return found[2]  # type: ignore[return-value]
-        preds = self._predict_members(rows.matrix_for(self._index.columns, self._columns_fitted))
-        preds.flags.writeable = False
-        rows.memo[id(self)] = (weakref.ref(self), self._n_fits, preds)
-        return preds
+        if found is None or found[0]() is not self or found[1] != self._n_fits:
+            return None
+        return found[3]  # type: ignore[return-value]
+
+    def _n_members(self) -> int:
+        return len(self._members)
 
     def _predict_members(self, X: np.ndarray) -> np.ndarray:
         return _predict_with(self._members, self._trees, X)

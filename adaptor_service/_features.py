@@ -282,8 +282,10 @@ class FeatureRows(Sequence[Features]):
         self._xs: Sequence[Features] | None = None if remake is not None else xs
         self._remake = remake
         self._lock = threading.Lock()
-        self.memo: dict[int, tuple[object, ...]] = {}  # id(model) -> (weakref, version, predictions)
+        self.memo: dict[int, tuple[object, ...]] = {}  # id(model) -> (weakref, version, predictions, ...)
         self.on_dicts: Callable[[], None] | None = None  # told when the dicts are made (a cache re-weighs)
+        self.parent: FeatureRows | None = None  # the rows these were taken from, at ``index``
+        self.index: np.ndarray | None = None
 
     @classmethod
     def from_arrays(
@@ -328,9 +330,11 @@ class FeatureRows(Sequence[Features]):
 
     def take(self, index: np.ndarray, first: Features) -> FeatureRows:
         """The rows at ``index``; ``first`` is the dict of row ``index[0]``."""
-        return FeatureRows.from_arrays(
+        part = FeatureRows.from_arrays(
             self.names, self.values[index], self.present[index], first, lambda: [self[i] for i in index.tolist()]
         )
+        part.parent, part.index = self, index
+        return part
 
     def column(self, name: str, default: float) -> np.ndarray:
         """The values of feature ``name``, ``default`` where a dict lacks it."""
@@ -339,14 +343,15 @@ class FeatureRows(Sequence[Features]):
             return np.full(len(self), default)
         return np.where(self.present[:, j], self.values[:, j], default)
 
-    def matrix_for(self, columns: Mapping[str, int], width: int) -> np.ndarray:
-        """The matrix in a FeatureIndex's column order (what ``FeatureIndex.matrix`` gives)."""
-        out = np.empty((len(self), width))
+    def matrix_for(self, columns: Mapping[str, int], width: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """The matrix in a FeatureIndex's column order (what ``FeatureIndex.matrix`` gives); ``rows``: only those."""
+        values = self.values if rows is None else self.values[rows]
+        out = np.empty((len(values), width))
         for name, j in columns.items():
             if j >= width:
                 continue
             src = self.names.get(name)
-            out[:, j] = self.values[:, src] if src is not None else (0.0 if "=" in name else np.nan)
+            out[:, j] = values[:, src] if src is not None else (0.0 if "=" in name else np.nan)
         return out
 
 

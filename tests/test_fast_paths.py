@@ -198,6 +198,34 @@ def test_only_candidates_that_can_enter_the_plan_get_an_accuracy(space, monkeypa
     assert np.array_equal(part.values, rows.values[index], equal_nan=True)
 
 
+def test_a_shortlist_is_predicted_once_per_fit_row_by_row_in_the_rows_it_was_taken_from(space, monkeypatch):
+    adaptor = Adaptor.in_memory(candidate_space=space, validate_requests=False)
+    adaptor.warm_start(_observations(space, 0, 40))  # past the starter: the batch models read rows
+    adaptor.state.hedge.min_tasks = 10**9  # the predictors plan, with their shortlist
+    model = adaptor.state.accuracy._model
+    rows_predicted: list[int] = []
+    predict = BatchRefitRegressor._predict_members
+
+    def counted(self: BatchRefitRegressor, X: np.ndarray) -> np.ndarray:
+        if self is model:
+            rows_predicted.append(len(X))
+        return predict(self, X)
+
+    monkeypatch.setattr(BatchRefitRegressor, "_predict_members", counted)
+    budgets = (8.0, 20.0, 45.0, 120.0)
+    for budget in budgets:  # shortlists that overlap: a row already predicted is not predicted again
+        adaptor.recommend(_task(7, budget), top_k=3)
+    first = sum(rows_predicted)
+    assert 0 < first < len(space.table(_task(7)))
+    rows_predicted.clear()
+    # Planned again (a budget a microsecond longer: not the cached plan), the same shortlists
+    # from the same fit: nothing is predicted, and the plans are those of every row's dict.
+    plans = [adaptor.recommend(_task(7, budget + 1e-6), top_k=3) for budget in budgets]
+    assert rows_predicted == []
+    for budget, plan in zip(budgets, plans, strict=True):
+        assert plan == _plain_plan(adaptor, OneShotGenerator(), _task(7, budget + 1e-6), 3)
+
+
 def test_walking_the_trees_gives_scikit_learns_predictions():
     # A few rows are predicted by walking the trees in Python: the same numbers as scikit-learn's predict.
     model = BatchRefitRegressor(min_samples=50, max_iter=30, min_samples_leaf=2)
