@@ -47,12 +47,6 @@ def task_from_pb(msg: pb.Task) -> TaskSpec:
     )
 
 
-def _hparam_to_pb(value: float | int | str) -> pb.HParamValue:
-    if isinstance(value, str):
-        return pb.HParamValue(text=value)
-    return pb.HParamValue(number=float(value))
-
-
 def _hparam_from_pb(msg: pb.HParamValue) -> float | int | str:
     kind = msg.WhichOneof("kind")
     if kind == "text":
@@ -64,12 +58,13 @@ def _hparam_from_pb(msg: pb.HParamValue) -> float | int | str:
 
 
 def candidate_to_pb(candidate: Candidate) -> pb.Candidate:
-    msg = pb.Candidate(
-        model=candidate.model,
-        hparams={k: _hparam_to_pb(v) for k, v in candidate.hparams.items()},
-        epochs=candidate.epochs,
-        model_features=dict(candidate.model_features),
-    )
+    msg = pb.Candidate(model=candidate.model, epochs=candidate.epochs, model_features=candidate.model_features)
+    hparams = msg.hparams
+    for key, value in candidate.hparams.items():  # set in place: half the time of building each value message
+        if isinstance(value, str):
+            hparams[key].text = value
+        else:
+            hparams[key].number = float(value)
     if candidate.prior_seconds is not None:
         msg.prior_seconds = candidate.prior_seconds
     return msg
