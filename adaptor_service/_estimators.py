@@ -197,7 +197,6 @@ class BatchRefitRegressor(base.Regressor):
             if known is not None:
                 part, preds = preds, np.full((len(preds), len(rows)), np.nan)
                 preds[:, known] = part
-                known = known.copy()
             else:
                 preds.flags.writeable = False
             rows.memo[id(self)] = (weakref.ref(self), self._n_fits, preds, known)
@@ -267,11 +266,14 @@ class BatchRefitRegressor(base.Regressor):
         return preds[:, index]  # type: ignore[index]
 
     def _known_rows(self, rows: FeatureRows) -> np.ndarray | None:
-        """The rows of ``rows`` predicted with the current fit when only some were; None: all (or none)."""
+        """The rows of ``rows`` predicted with the current fit when only some were; None: all (or none).
+
+        A copy: readers go on marking rows while a refit runs outside their lock.
+        """
         found = rows.memo.get(id(self))
-        if found is None or found[0]() is not self or found[1] != self._n_fits:
+        if found is None or found[0]() is not self or found[1] != self._n_fits or found[3] is None:
             return None
-        return found[3]  # type: ignore[return-value]
+        return found[3].copy()  # type: ignore[attr-defined]
 
     def _n_members(self) -> int:
         return len(self._members)
