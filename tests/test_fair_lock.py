@@ -48,7 +48,8 @@ def test_waiters_get_the_lock_in_arrival_order_and_the_releaser_cannot_barge_in(
         thread = threading.Thread(target=waiter, args=(name,))
         thread.start()
         threads.append(thread)
-        _wait_until(lambda n=len(threads): len(lock._waiters) == n)
+        queued = len(threads)
+        _wait_until(lambda queued=queued: len(lock._waiters) == queued)
     lock.release()
     with lock:  # the thread that let go asks again: it comes after those already waiting
         order.append("releaser")
