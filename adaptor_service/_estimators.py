@@ -255,7 +255,7 @@ class BatchRefitRegressor(base.Regressor):
             whole.memo[id(self)] = (weakref.ref(self), self._n_fits, preds, None)
             return preds
         if found is None:
-            found = (weakref.ref(self), self._n_fits, np.full((self._n_members(), len(whole)), np.nan),
+            found = (weakref.ref(self), self._n_fits, np.full((len(self._members), len(whole)), np.nan),
                      np.zeros(len(whole), dtype=bool))
             whole.memo[id(self)] = found
         preds, known = found[2], found[3]
@@ -274,9 +274,6 @@ class BatchRefitRegressor(base.Regressor):
         if found is None or found[0]() is not self or found[1] != self._n_fits or found[3] is None:
             return None
         return found[3].copy()  # type: ignore[attr-defined]
-
-    def _n_members(self) -> int:
-        return len(self._members)
 
     def _predict_members(self, X: np.ndarray) -> np.ndarray:
         return _predict_with(self._members, self._trees, X)
