@@ -243,11 +243,9 @@ class BatchRefitRegressor(base.Regressor):
         """
         whole, index = (rows, None) if rows.parent is None else (rows.parent, rows.index)
         _PREDICTED_ROWS.setdefault(self, weakref.WeakSet()).add(whole)
-        found = whole.memo.get(id(self))
-        if found is None or found[0]() is not self or found[1] != self._n_fits:
-            found = None
-        elif found[3] is None:  # every row predicted
-            return found[2] if index is None else found[2][:, index]  # type: ignore[index, return-value]
+        found = self._memo(whole)
+        if found is not None and found[1] is None:  # every row predicted
+            return found[0] if index is None else found[0][:, index]
         columns, width = self._index.columns, self._columns_fitted
         if index is None:
             preds = self._predict_members(whole.matrix_for(columns, width))
@@ -255,25 +253,30 @@ class BatchRefitRegressor(base.Regressor):
             whole.memo[id(self)] = (weakref.ref(self), self._n_fits, preds, None)
             return preds
         if found is None:
-            found = (weakref.ref(self), self._n_fits, np.full((len(self._members), len(whole)), np.nan),
-                     np.zeros(len(whole), dtype=bool))
-            whole.memo[id(self)] = found
-        preds, known = found[2], found[3]
-        missing = np.unique(index[~known[index]])  # type: ignore[index]
+            found = (np.full((len(self._members), len(whole)), np.nan), np.zeros(len(whole), dtype=bool))
+            whole.memo[id(self)] = (weakref.ref(self), self._n_fits, *found)
+        preds, known = found
+        assert known is not None
+        missing = np.unique(index[~known[index]])
         if len(missing):
-            preds[:, missing] = self._predict_members(whole.matrix_for(columns, width, missing))  # type: ignore[index]
-            known[missing] = True  # type: ignore[index]
-        return preds[:, index]  # type: ignore[index]
+            preds[:, missing] = self._predict_members(whole.matrix_for(columns, width, missing))
+            known[missing] = True
+        return preds[:, index]
+
+    def _memo(self, rows: FeatureRows) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """(predictions, rows predicted; None: all) that ``rows`` keep for the current fit, if any."""
+        found = rows.memo.get(id(self))
+        if found is None or found[0]() is not self or found[1] != self._n_fits:  # type: ignore[operator]
+            return None
+        return found[2], found[3]  # type: ignore[return-value]
 
     def _known_rows(self, rows: FeatureRows) -> np.ndarray | None:
         """The rows of ``rows`` predicted with the current fit when only some were; None: all (or none).
 
         A copy: readers go on marking rows while a refit runs outside their lock.
         """
-        found = rows.memo.get(id(self))
-        if found is None or found[0]() is not self or found[1] != self._n_fits or found[3] is None:
-            return None
-        return found[3].copy()  # type: ignore[attr-defined]
+        found = self._memo(rows)
+        return None if found is None or found[1] is None else found[1].copy()
 
     def _predict_members(self, X: np.ndarray) -> np.ndarray:
         return _predict_with(self._members, self._trees, X)
