@@ -19,7 +19,7 @@ import numpy as np
 
 from nasoa_contracts import CurvePoint, HParamValue
 
-__all__ = ["BestPriorRanker", "HpSpace", "outcome_within"]
+__all__ = ["BestPriorRanker", "HpSpace", "neighbour_means", "outcome_within"]
 
 Config = tuple[str, Mapping[str, HParamValue]]
 
@@ -106,9 +106,16 @@ class HpSpace:
         return np.array([self.encode(m, h) for m, h in configs]).reshape(len(configs), self.dim)
 
 
-def task_percentiles(outcomes: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-    """Each run's rank among its task's runs, as (rank + 1) / n (1 = best of its task)."""
-    scores = np.zeros(len(outcomes))
+def task_percentiles(outcomes: np.ndarray, tasks: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """Each run's rank among its task's runs, as (rank + 1) / n (1 = best of its task).
+
+    ``known``: the runs whose outcome is known; the others are ranked among none (NaN).
+    """
+    scores = np.full(len(outcomes), np.nan)
+    if known is not None:
+        rows = np.flatnonzero(known)
+        scores[rows] = task_percentiles(outcomes[rows], tasks[rows])
+        return scores
     order = np.lexsort((outcomes, tasks))  # by task, then by outcome
     sorted_tasks = tasks[order]
     starts = np.flatnonzero(np.r_[True, sorted_tasks[1:] != sorted_tasks[:-1]])
@@ -136,6 +143,10 @@ class BestPriorRanker:
     ``learn_run`` adds a past run (its task, configuration and curve); ``score`` ranks
     configurations for a budget. ``space`` fixes the encoding (the replay passes the table's);
     without it the space is built from the runs seen and rebuilt when a run falls outside it.
+
+    A run stopped before its end (a probe) is censored: at a budget beyond its last measured
+    second its outcome is unknown, not its curve's best, so there it ranks among no runs and
+    counts in no neighbour's mean (``extend_run`` adds its continuation).
     """
 
     def __init__(self, k: int = 5, space: HpSpace | None = None) -> None:
@@ -145,6 +156,7 @@ class BestPriorRanker:
         self._configs: list[Config] = []
         self._tasks: list[str] = []
         self._curves: list[tuple[CurvePoint, ...]] = []
+        self._censored: list[bool] = []
         self._buffer = np.zeros((0, space.dim if space else 0))  # encoded runs; rows beyond len() unused
         self._percentiles: dict[float, np.ndarray] = {}
 
@@ -152,11 +164,12 @@ class BestPriorRanker:
         return len(self._configs)
 
     def learn_run(self, task_id: str, model: str, hparams: Mapping[str, HParamValue],
-                  curve: Sequence[CurvePoint]) -> None:
+                  curve: Sequence[CurvePoint], censored: bool = False) -> None:
         config = (model, dict(hparams))
         self._configs.append(config)
         self._tasks.append(task_id)
         self._curves.append(tuple(curve))
+        self._censored.append(censored)
         self._percentiles.clear()
         if self.space is None or (not self._fixed_space and not self.space.covers(*config)):
             self.space = HpSpace(self._configs)
@@ -168,6 +181,12 @@ class BestPriorRanker:
             self._buffer = grown
         self._buffer[len(self._configs) - 1] = self.space.encode(*config)
 
+    def extend_run(self, index: int, points: Sequence[CurvePoint], censored: bool) -> None:
+        """Add the later ``points`` of run ``index`` (a probe continued), and whether it is still censored."""
+        self._curves[index] = (*self._curves[index], *points)
+        self._censored[index] = censored
+        self._percentiles.clear()
+
     @property
     def _matrix(self) -> np.ndarray:
         return self._buffer[: len(self._configs)]
@@ -177,7 +196,8 @@ class BestPriorRanker:
         key = float(budget_seconds)
         if key not in self._percentiles:
             outcomes = np.array([outcome_within(c, key) for c in self._curves])
-            self._percentiles[key] = task_percentiles(outcomes, np.array(self._tasks))
+            known = ~np.array(self._censored, dtype=bool) | np.array([bool(c) and c[-1].seconds >= key for c in self._curves], dtype=bool)
+            self._percentiles[key] = task_percentiles(outcomes, np.array(self._tasks), known)
         return self._percentiles[key]
 
     def encode(self, configs: Sequence[Config]) -> np.ndarray:
@@ -201,7 +221,7 @@ class BestPriorRanker:
         return out
 
     def score(self, configs: Sequence[Config], budget_seconds: float, vectors: np.ndarray | None = None) -> np.ndarray:
-        """Mean task percentile of each configuration's ``k`` nearest known runs (0.5 when none).
+        """Mean task percentile of each configuration's ``k`` nearest known runs (0.5 when none is known).
 
         ``vectors``: the configurations already encoded (``encode``), for callers that score
         the same configurations often.
@@ -217,4 +237,12 @@ class BestPriorRanker:
             else:
                 nearest = self.neighbours(vectors)
                 _LAST_NEAREST[self] = (weakref.ref(vectors), len(self._configs), nearest)
-        return self.percentiles(budget_seconds)[nearest].mean(1)
+        return neighbour_means(self.percentiles(budget_seconds)[nearest])
+
+
+def neighbour_means(percentiles: np.ndarray) -> np.ndarray:
+    """The mean of each row's known (not NaN) percentiles; 0.5 for a row with none."""
+    known = ~np.isnan(percentiles)
+    total = np.where(known, percentiles, 0.0).sum(-1)
+    count = known.sum(-1)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.5)

@@ -10,6 +10,11 @@ outcome of its pick. The hedge averages these regrets over the tasks of the rece
 runs learned since the stream was half as long, so that early predictions of half-trained
 models do not count) and plans with the policy of lower regret, per budget band; NASOA until
 ``min_tasks`` tasks give evidence.
+
+A probe's result and its continuation are one run. A probe never continued is censored: at
+a budget beyond its last measured second its outcome is unknown, so neither policy is scored
+on it there (probes are the runs NASOA predicts best: scoring their truncated curves as
+outcomes would charge NASOA for the probing itself).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaptor_service._best_prior import BestPriorRanker, outcome_within
+from adaptor_service._best_prior import BestPriorRanker, neighbour_means, outcome_within
 from nasoa_contracts import CurvePoint, HParamValue
 
 __all__ = ["BEST_PRIOR", "NASOA", "HedgeDecision", "PolicyHedge"]
@@ -81,6 +86,8 @@ class PolicyHedge:
         self._curves: list[tuple[CurvePoint, ...]] = []
         self._predicted: list[np.ndarray] = []  # per run: (points, 2) predicted accuracy and seconds
         self._neighbours: list[np.ndarray] = []
+        self._censored: list[bool] = []
+        self._latest: dict[tuple[str, str, tuple[tuple[str, object], ...]], int] = {}  # (task, run): its newest result
         self._decisions: dict[int, tuple[int, HedgeDecision]] = {}
         self.last: HedgeDecision | None = None
 
@@ -89,9 +96,22 @@ class PolicyHedge:
 
     def learn_one(
         self, task_id: str, model: str, hparams: Mapping[str, HParamValue], curve: Sequence[CurvePoint],
-        predicted: Sequence[tuple[float, float]],
+        predicted: Sequence[tuple[float, float]], censored: bool = False,
     ) -> None:
-        """Score a result with both policies (NASOA's ``predicted`` (accuracy, seconds) per curve point), then keep it."""
+        """Score a result with both policies (NASOA's ``predicted`` (accuracy, seconds) per curve point), then keep it.
+
+        ``censored``: the run stopped before its end (a probe). A result whose points follow a
+        censored result of the same run on the task continues it: they become one run.
+        """
+        key = (task_id, model, tuple(sorted(hparams.items())))
+        j = self._latest.get(key)
+        if j is not None and self._censored[j] and curve and curve[0].epoch > self._curves[j][-1].epoch:
+            self._curves[j] = (*self._curves[j], *curve)
+            self._predicted[j] = np.vstack([self._predicted[j], np.asarray(predicted, dtype=float).reshape(len(curve), 2)])
+            self._censored[j] = censored
+            self.ranker.extend_run(j, curve, censored)
+            return
+        self._latest[key] = len(self._tasks)
         if len(self.ranker):
             others = np.array(self._tasks) != task_id
             if others.any():
@@ -105,17 +125,21 @@ class PolicyHedge:
         self._tasks.append(task_id)
         self._curves.append(tuple(curve))
         self._predicted.append(np.asarray(predicted, dtype=float).reshape(len(curve), 2))
-        self.ranker.learn_run(task_id, model, hparams, curve)
+        self._censored.append(censored)
+        self.ranker.learn_run(task_id, model, hparams, curve, censored)
         if len(self) > self.max_runs:
             self._drop_oldest(len(self) - self.max_runs // 2)
 
     def _drop_oldest(self, n: int) -> None:
         configs = self.ranker._configs[n:]
-        del self._tasks[:n], self._curves[:n], self._predicted[:n], self._neighbours[:n]
+        del self._tasks[:n], self._curves[:n], self._predicted[:n], self._neighbours[:n], self._censored[:n]
         self._neighbours = [nb[nb >= n] - n for nb in self._neighbours]
+        self._latest = {key: j - n for key, j in self._latest.items() if j >= n}
         self.ranker = BestPriorRanker(self.k)
-        for task, (model, hparams), curve in zip(self._tasks, configs, self._curves, strict=True):
-            self.ranker.learn_run(task, model, hparams, curve)
+        for task, (model, hparams), curve, censored in zip(
+            self._tasks, configs, self._curves, self._censored, strict=True
+        ):
+            self.ranker.learn_run(task, model, hparams, curve, censored)
         self._decisions.clear()
 
     def band(self, budget_seconds: float) -> int:
@@ -139,10 +163,11 @@ class PolicyHedge:
         percentiles = self.ranker.percentiles(budget) if len(self) else np.zeros(0)
         nasoa, best_prior = [], []
         for runs in by_task.values():
+            runs = [j for j in runs if not self._censored[j] or self._curves[j][-1].seconds >= budget]
             if len(runs) < 2:
                 continue
             outcomes = np.array([outcome_within(self._curves[j], budget) for j in runs])
-            bp = np.array([percentiles[self._neighbours[j]].mean() if len(self._neighbours[j]) else 0.5 for j in runs])
+            bp = np.array([neighbour_means(percentiles[self._neighbours[j]]) for j in runs])
             ns = np.array([_nasoa_score(self._predicted[j], budget, margin) for j in runs])
             best = outcomes.max()
             nasoa.append(best - outcomes[int(np.argmax(ns))])

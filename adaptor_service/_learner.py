@@ -141,7 +141,7 @@ def learn_observation(state: LearnedState, seq: int, obs: Observation) -> None:
     if points:  # the hedge scores both policies on this result before the models learn it (prequential)
         scored = predict_candidates(state, obs.task, [at_epochs(obs.candidate, p.epoch) for p in points])
         state.hedge.learn_one(obs.task.task_id or obs.task.dataset_uri, obs.candidate.model, obs.candidate.hparams,
-                              points, [(p.accuracy, p.seconds) for p in scored])
+                              points, [(p.accuracy, p.seconds) for p in scored], censored=obs.status == "stopped")
     for point in points:
         x = make_features(obs.task, at_epochs(obs.candidate, point.epoch))
         state.accuracy.learn_one(x, point.accuracy)

@@ -80,19 +80,23 @@ class Planner:
             return predict_candidates(self.learner.state, task, candidates, curves)
 
     def _best_prior_rows(
-        self, task: TaskSpec, candidates: Sequence[Candidate], margin: float, runs: RunIndex | None = None,
-        key: object = None,
+        self, task: TaskSpec, candidates: Sequence[Candidate], margin: float, measured: Measured,
+        runs: RunIndex | None = None, key: object = None,
     ) -> np.ndarray | None:
         """Best-prior's candidates, when the hedge trusts it more than the predictors at this budget.
 
-        With ``runs`` (the candidates' RunIndex) each run is scored once, its encoding kept
-        under ``key`` (the candidates' identity) while the ranker's encoding stays the same.
+        The runs ``measured`` on this task compete with best-prior's: the hedge weighs two
+        guesses about unmeasured runs, and a run measured on the task is no guess. With ``runs``
+        (the candidates' RunIndex) each run is scored once, its encoding kept under ``key``
+        (the candidates' identity) while the ranker's encoding stays the same.
         """
         hedge = self.learner.state.hedge
         if hedge.decide(task.budget_seconds, margin).policy != BEST_PRIOR:
             return None
+        known = np.fromiter((i for i, _, _ in measured), dtype=np.intp)
         if runs is None:
-            return hedge.best_prior_configs([(c.model, c.hparams) for c in candidates], task.budget_seconds)
+            best = hedge.best_prior_configs([(c.model, c.hparams) for c in candidates], task.budget_seconds)
+            return np.union1d(best, known)
         cache_key = (key, hedge.ranker.space)  # a new encoding (a run outside the old one) is a new key
         encoded = self._encoded.get(cache_key)
         if encoded is None:
@@ -102,7 +106,8 @@ class Planner:
                 self._encoded.put(cache_key, encoded)
         configs, vectors = encoded
         best_runs = hedge.best_prior_configs(configs, task.budget_seconds, vectors)
-        return np.flatnonzero(np.isin(runs.run, best_runs))  # every row of the chosen runs (configs[r] is run r)
+        best = np.flatnonzero(np.isin(runs.run, best_runs))  # every row of the chosen runs (configs[r] is run r)
+        return np.union1d(best, known)
 
     def recommend(
         self,
@@ -132,7 +137,9 @@ class Planner:
         with self.learner.lock:
             predictions = self.predict(task, candidates)
             scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
-            prior_rows = self._best_prior_rows(task, candidates, self.time_margin)
+            prior_rows = self._best_prior_rows(
+                task, candidates, self.time_margin, measured_runs(self.learner.state, task, candidates)
+            )
             if prior_rows is not None:
                 scored = [scored[i] for i in prior_rows]
             return self.generator.choose(task, scored, self.time_margin, top_k or 5)
@@ -193,7 +200,7 @@ class Planner:
             hooks = space.unique_keys
             need = generator.rows_to_score(task, sec, margin, top_k) if hooks else None
             runs = parts.runs
-            prior_rows = self._best_prior_rows(task, candidates.templates, margin, runs, (space, models))
+            prior_rows = self._best_prior_rows(task, candidates.templates, margin, measured, runs, (space, models))
             if prior_rows is not None:  # the hedge plans with best-prior: its rows, no shortlist
                 need, hooks = prior_rows, False
             need, acc, acc_std = self._accuracy_of(task, candidates, rows, need)

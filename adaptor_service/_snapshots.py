@@ -20,8 +20,8 @@ __all__ = ["SNAPSHOT_FORMAT", "Snapshots"]
 log = logging.getLogger("nasoa.adaptor")
 
 # 2: the state keeps the measured runs (KnownRuns); 3: the policy hedge; 4: rolling time error;
-# 5: the time predictor's learned per-model prior
-SNAPSHOT_FORMAT = 5
+# 5: the time predictor's learned per-model prior; 6: the hedge keeps which runs are censored probes
+SNAPSHOT_FORMAT = 6
 
 
 class Snapshots:

@@ -55,7 +55,7 @@ def _plain_plan(adaptor: Adaptor, generator, task: TaskSpec, top_k: int = 5):
     correct_accuracy(measured, acc, acc_std, accuracy_at(adaptor.state, task))
     predictions = [Prediction(*p) for p in zip(acc, acc_std, sec, sec_std, strict=True)]
     scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
-    prior_rows = adaptor.planner._best_prior_rows(task, candidates, adaptor.time_margin)  # the hedge, whatever the path
+    prior_rows = adaptor.planner._best_prior_rows(task, candidates, adaptor.time_margin, measured)  # the hedge, whatever the path
     if prior_rows is not None:
         scored = [scored[i] for i in prior_rows]
     return generator.choose(task, scored, adaptor.time_margin, top_k)
@@ -274,9 +274,9 @@ def test_best_prior_scored_once_per_run_picks_the_rows_it_picks_per_candidate(sp
     for i in range(3):
         task = _task(10 + i, budget=20.0 * (i + 1))
         templates = space.table(task).templates
-        every = adaptor.planner._best_prior_rows(task, templates, 1.0)
+        every = adaptor.planner._best_prior_rows(task, templates, 1.0, [])
         for _ in range(2):  # the second time from the kept encoding
-            per_run = adaptor.planner._best_prior_rows(task, templates, 1.0, RunIndex.of(templates), "space")
+            per_run = adaptor.planner._best_prior_rows(task, templates, 1.0, [], RunIndex.of(templates), "space")
             assert len(every) and per_run.tolist() == every.tolist()
 
 

@@ -211,3 +211,39 @@ def test_hedge_memory_is_bounded() -> None:
     assert hedge.decide(3600.0, 1.0).policy == "best-prior"
     with pytest.raises(ValueError, match="max_runs"):
         PolicyHedge(max_runs=1)
+
+
+def test_a_probe_is_censored_beyond_its_measured_seconds_and_one_run_with_its_continuation() -> None:
+    """NASOA predicts its probes best; scoring their truncated curves as outcomes would charge it for probing."""
+    hedge = PolicyHedge()
+    for t in range(12):
+        # NASOA predicts "lr 0.1" best; its 1-epoch probe stopped at 10 s (30 %)
+        hedge.learn_one(f"t{t}", "m", {"lr": 0.1}, (CurvePoint(1, 30.0, 10.0),), [(95.0, 10.0)], censored=True)
+        if t % 2 == 0:  # half the probes continue to 90 % in 100 s: one run with the probe
+            hedge.learn_one(f"t{t}", "m", {"lr": 0.1}, (CurvePoint(10, 90.0, 100.0),), [(95.0, 100.0)])
+        hedge.learn_one(f"t{t}", "m", {"lr": 0.001}, (CurvePoint(10, 60.0, 100.0),), [(50.0, 100.0)])
+    assert len(hedge) == len(hedge.ranker) == 24  # the continued probes joined their runs
+    assert hedge._curves[0] == (CurvePoint(1, 30.0, 10.0), CurvePoint(10, 90.0, 100.0))
+    # At 200 s a probe never continued has no outcome: the recent window's 3 continued tasks
+    # count, where NASOA's pick was the best run.
+    decision = hedge.decide(200.0, 1.0)
+    assert (decision.policy, decision.nasoa_regret, decision.tasks) == ("nasoa", 0.0, 3)
+    assert np.isnan(hedge.ranker.percentiles(200.0)).sum() == 6
+    # At 10 s every probe was measured to the budget: all 6 tasks of the window count.
+    assert hedge.decide(10.0, 1.0).tasks == 6
+    assert not np.isnan(hedge.ranker.percentiles(10.0)).any()
+
+
+def test_in_best_prior_mode_runs_measured_on_the_task_still_compete(tiny_space, digits_task) -> None:  # type: ignore[no-untyped-def]
+    adaptor = Adaptor.in_memory(candidate_space=tiny_space)
+    _feed(adaptor.state.hedge, trust_nasoa=False)
+    task = TaskSpec(digits_task.dataset_uri, 3600.0, digits_task.meta_features, task_id="seen")
+    first = adaptor.recommend(task)
+    assert adaptor.stats().hedge_policy == "best-prior" and first.candidate.hparams["lr"] == 0.1
+    # The task measured another run at 99 %: a fact on this task, not a guess about it.
+    other = next(c for c in tiny_space.table(task) if c.hparams["lr"] != 0.1)
+    curve = tuple(CurvePoint(e, 90.0 + 3 * e, 1.0 * e) for e in range(1, other.epochs + 1))
+    adaptor.observe(Observation("seen-1", task, other, curve[-1].accuracy, curve[-1].seconds, curve))
+    assert adaptor.stats().hedge_policy == "best-prior"
+    plan = adaptor.recommend(task)
+    assert (plan.candidate.model, dict(plan.candidate.hparams)) == (other.model, dict(other.hparams))
