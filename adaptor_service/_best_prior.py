@@ -196,7 +196,8 @@ class BestPriorRanker:
         key = float(budget_seconds)
         if key not in self._percentiles:
             outcomes = np.array([outcome_within(c, key) for c in self._curves])
-            known = ~np.array(self._censored, dtype=bool) | np.array([bool(c) and c[-1].seconds >= key for c in self._curves], dtype=bool)
+            measured_to = np.array([c[-1].seconds if c else 0.0 for c in self._curves])
+            known = ~np.array(self._censored, dtype=bool) | (measured_to >= key)
             self._percentiles[key] = task_percentiles(outcomes, np.array(self._tasks), known)
         return self._percentiles[key]
 
