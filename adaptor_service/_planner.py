@@ -80,7 +80,7 @@ class Planner:
             return predict_candidates(self.learner.state, task, candidates, curves)
 
     def _best_prior_rows(
-        self, task: TaskSpec, candidates: Sequence[Candidate], margin: float, measured: Measured,
+        self, task: TaskSpec, candidates: Sequence[Candidate], margin: float, measured: Measured | None = None,
         runs: RunIndex | None = None, key: object = None,
     ) -> np.ndarray | None:
         """Best-prior's candidates, when the hedge trusts it more than the predictors at this budget.
@@ -88,11 +88,14 @@ class Planner:
         The runs ``measured`` on this task compete with best-prior's: the hedge weighs two
         guesses about unmeasured runs, and a run measured on the task is no guess. With ``runs``
         (the candidates' RunIndex) each run is scored once, its encoding kept under ``key``
-        (the candidates' identity) while the ranker's encoding stays the same.
+        (the candidates' identity) while the ranker's encoding stays the same. ``measured``
+        None: looked up here, only when best-prior plans.
         """
         hedge = self.learner.state.hedge
         if hedge.decide(task.budget_seconds, margin).policy != BEST_PRIOR:
             return None
+        if measured is None:
+            measured = measured_runs(self.learner.state, task, candidates)
         known = np.fromiter((i for i, _, _ in measured), dtype=np.intp)
         if runs is None:
             best = hedge.best_prior_configs([(c.model, c.hparams) for c in candidates], task.budget_seconds)
@@ -137,9 +140,7 @@ class Planner:
         with self.learner.lock:
             predictions = self.predict(task, candidates)
             scored = [ScoredCandidate(c, p) for c, p in zip(candidates, predictions, strict=True)]
-            prior_rows = self._best_prior_rows(
-                task, candidates, self.time_margin, measured_runs(self.learner.state, task, candidates)
-            )
+            prior_rows = self._best_prior_rows(task, candidates, self.time_margin)
             if prior_rows is not None:
                 scored = [scored[i] for i in prior_rows]
             return self.generator.choose(task, scored, self.time_margin, top_k or 5)
